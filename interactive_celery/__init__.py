@@ -1,0 +1,20 @@
+"""interactive_celery: an interactive mode for Celery.
+
+A task declared with ``base=InteractiveTask`` fails like any Celery task when nobody is online; when
+an operator is online its final failure is parked until the operator retries or fails it.
+"""
+
+from .api import DecisionResult, OperatorAPI
+from .errors import (
+    AlreadyDecided, AmbiguousIncident, ConfigurationError, CorruptData, DecisionRefused, IncompatibleRedis,
+    InteractiveError, NotAddressed, NotWaiting, RedisUnavailable, Superseded, UnknownIncident,
+)
+from .install import install
+from .task import AWAITING_OPERATOR, InteractiveTask
+
+__all__ = [
+    "AWAITING_OPERATOR", "AlreadyDecided", "AmbiguousIncident", "ConfigurationError", "CorruptData",
+    "DecisionRefused", "DecisionResult", "IncompatibleRedis", "InteractiveError", "InteractiveTask",
+    "NotAddressed", "NotWaiting", "OperatorAPI", "RedisUnavailable", "Superseded", "UnknownIncident",
+    "install",
+]

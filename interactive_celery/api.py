@@ -1,0 +1,196 @@
+"""The operator API: what the CLI, the web console and users' scripts call.
+
+Operators decide; workers apply. A decision is one compare-and-set in Redis; the call can then wait
+a bounded time to see a worker apply it. Every call counts as the operator's activity.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from . import errors
+from .config import settings_for
+from .incidents import incident_view, iso, tries_view
+from .store import Store, store_for
+
+MIN_PREFIX = 8
+DECISIONS = ("retry", "fail", "ignore")
+_UNAPPLIED = ("decided",)
+
+
+def default_operator() -> str:
+    return os.environ.get("INTERACTIVE_OPERATOR") or getpass.getuser()
+
+
+def default_groups() -> tuple[str, ...]:
+    return tuple(g.strip() for g in os.environ.get("INTERACTIVE_GROUPS", "").split(",") if g.strip())
+
+
+@dataclass
+class DecisionResult:
+    id: str
+    decision: str
+    operator: str
+    recorded: bool
+    applied: bool
+    applied_by: str | None
+    state: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class OperatorAPI:
+    def __init__(self, app, operator: str | None = None, groups: Sequence[str] | None = None,
+                 store: Store | None = None):
+        name = (operator or default_operator()).strip()
+        if not name or any(ch in name for ch in "\n\r\t") or name.startswith("team:"):
+            raise errors.BadInput(f"invalid operator name {operator!r}")
+        self.app = app
+        self.operator = name
+        self.groups = tuple(groups if groups is not None else default_groups())
+        self.settings = settings_for(app)
+        self.store = store or store_for(app)
+        self.host = socket.gethostname()
+
+    # -- presence ---------------------------------------------------------------------------------
+
+    def heartbeat(self) -> int:
+        """Mark this operator online now; returns how many presence entries are fresh."""
+        now = time.time()
+        return self.store.heartbeat(self.operator, self.groups, now=now, host=self.host,
+                                    cutoff=now - self.settings.flow.limit_minutes * 60)
+
+    def operators(self) -> list[dict[str, Any]]:
+        self.heartbeat()
+        cutoff = time.time() - self.settings.flow.limit_minutes * 60
+        seen = [(name, ts) for name, ts in self.store.presence(cutoff) if not name.startswith("team:")]
+        infos = self.store.operator_info([name for name, _ in seen])
+        return [{"operator": name, "last_seen": iso(ts), "since": iso(info.get("since")),
+                 "groups": json.loads(info.get("groups") or "[]"), "host": info.get("host")}
+                for (name, ts), info in zip(seen, infos)]
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def resolve_id(self, ref: str) -> str:
+        """An exact task id wins; otherwise a unique prefix of at least 8 characters."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise errors.BadInput("an incident id is required")
+        if self.store.exists(ref):
+            return ref
+        if len(ref) < MIN_PREFIX:
+            raise errors.UnknownIncident(ref) if len(ref) >= 36 else errors.BadInput(
+                f"no incident has id {ref!r}, and a prefix needs at least {MIN_PREFIX} characters")
+        matches = [m for m in self.store.ids_with_prefix(ref) if self.store.exists(m)]
+        if not matches:
+            raise errors.UnknownIncident(ref)
+        if len(matches) > 1:
+            raise errors.AmbiguousIncident(ref, matches)
+        return matches[0]
+
+    def incident(self, ref: str) -> dict[str, Any]:
+        self.heartbeat()
+        task_id = self.resolve_id(ref)
+        view = incident_view(self.store.incident(task_id))
+        view["tries"] = tries_view(self.store.tries(task_id))
+        return view
+
+    def history(self, ref: str) -> list[dict[str, Any]]:
+        self.heartbeat()
+        return tries_view(self.store.tries(self.resolve_id(ref)))
+
+    def incidents(self, state: str = "open", *, limit: int = 50, offset: int = 0,
+                  everyone: bool = True) -> list[dict[str, Any]]:
+        """Incidents by state: ``open`` (waiting), ``active`` (decided, not finished), ``resolved``
+        or ``any``; newest first."""
+        if state not in ("open", "active", "resolved", "any"):
+            raise errors.BadInput(f"state must be open, active, resolved or any, not {state!r}")
+        self.heartbeat()
+        which = ("open", "active", "resolved") if state == "any" else (state,)
+        ids = [task_id for w in which for task_id, _ in self.store.index(w, offset=0, limit=offset + limit)]
+        views = [incident_view(raw) for raw in self.store.incidents(ids) if raw]
+        if state == "any":
+            views.sort(key=lambda v: v.get("opened_at") or "", reverse=True)
+        if not everyone:
+            views = [v for v in views if self.addressed_to_me(v)]
+        return views[offset: offset + limit]
+
+    def addressed_to_me(self, view: dict[str, Any]) -> bool:
+        addressed = view.get("addressed") or []
+        mine = {self.operator, *(f"team:{g}" for g in self.groups)}
+        return not addressed or bool(mine & set(addressed))
+
+    def audit(self, since: float = 0.0, until: float | None = None) -> list[dict[str, Any]]:
+        """Every decision in a time range, from the operator stream."""
+        self.heartbeat()
+        start = f"{int(since * 1000)}-0"
+        end = "+" if until is None else f"{int(until * 1000)}-0"
+        return [{"at": iso(int(entry_id.split("-")[0]) / 1000), **fields}
+                for entry_id, fields in self.store.stream_range(start, end)
+                if fields.get("type") == "incident.decided"]
+
+    # -- deciding ---------------------------------------------------------------------------------
+
+    def retry(self, ref: str, reason: str | None = None, *, wait: float = 5.0) -> DecisionResult:
+        return self.decide(ref, "retry", reason=reason, wait=wait)
+
+    def fail(self, ref: str, reason: str | None = None, *, wait: float = 5.0) -> DecisionResult:
+        return self.decide(ref, "fail", reason=reason, wait=wait)
+
+    def ignore(self, ref: str, result: Any = None, reason: str | None = None, *,
+               wait: float = 5.0) -> DecisionResult:
+        return self.decide(ref, "ignore", reason=reason, wait=wait, result=result)
+
+    def decide(self, ref: str, decision: str, *, reason: str | None = None, wait: float = 5.0,
+               result: Any = None) -> DecisionResult:
+        if decision not in DECISIONS:
+            raise errors.BadInput(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+        if not isinstance(wait, (int, float)) or wait < 0:
+            raise errors.BadInput(f"wait must be a number of seconds >= 0, not {wait!r}")
+        try:
+            result_json = json.dumps(result) if decision == "ignore" else ""
+        except (TypeError, ValueError) as exc:
+            raise errors.BadInput(f"the ignore result must be JSON-serialisable: {exc}") from None
+        self.heartbeat()
+        task_id = self.resolve_id(ref)
+        reply = self.store.decide(task_id, decision, now=time.time(), operator=self.operator,
+                                  reason=reason or "", host=self.host, result_json=result_json,
+                                  allow_any=self.settings.allow_any_operator)
+        self._raise_refusal(task_id, reply)
+        return self._await_application(task_id, decision, wait)
+
+    def _raise_refusal(self, task_id: str, reply: list[str]) -> None:
+        status = reply[0]
+        if status == "ok":
+            return
+        if status == "unknown":
+            raise errors.UnknownIncident(task_id)
+        if status == "superseded":
+            raise errors.Superseded(task_id, reply[1])
+        if status == "not_waiting":
+            raise errors.NotWaiting(task_id, reply[1])
+        if status == "decided":
+            raise errors.AlreadyDecided(task_id, {"decision": reply[1], "decided_by": reply[2],
+                                                  "decided_at_iso": iso(reply[3]), "reason": reply[4]})
+        if status == "not_addressed":
+            raise errors.NotAddressed(task_id, self.operator, json.loads(reply[1]))
+        raise errors.InteractiveError(f"unexpected reply from Redis: {reply!r}")
+
+    def _await_application(self, task_id: str, decision: str, wait: float) -> DecisionResult:
+        deadline = time.monotonic() + wait
+        while True:
+            raw = self.store.incident(task_id)
+            state = raw.get("state", "gone")
+            if state not in _UNAPPLIED or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        applied = state not in _UNAPPLIED
+        return DecisionResult(task_id, decision, self.operator, True, applied,
+                              raw.get("applied_by") if applied else None, state)

@@ -1,0 +1,38 @@
+-- Shared helpers, prepended to every script by store.py (Redis 6.2 has no function libraries).
+-- Nothing here touches a key that the including script did not receive in KEYS.
+
+local function hset_table(key, t)
+  local flat = {}
+  for k, v in pairs(t) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = tostring(v)
+  end
+  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+end
+
+local function emit(stream, maxlen, fields)
+  local flat = {'v', '1'}
+  for k, v in pairs(fields) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = tostring(v)
+  end
+  return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(flat))
+end
+
+local FINAL = {succeeded = true, failed = true, ignored = true, superseded = true}
+
+-- Close an incident for good: out of every live index, into the resolved index, and onto a TTL.
+-- k = {incident, tries, message, open, active, deadlines, resolved}
+local function resolve(k, id, now, retention, outcome, extra)
+  local t = extra or {}
+  t.state = outcome
+  t.resolved_at = now
+  hset_table(k.incident, t)
+  redis.call('ZREM', k.open, id)
+  redis.call('ZREM', k.active, id)
+  redis.call('ZREM', k.deadlines, id)
+  redis.call('ZADD', k.resolved, now, id)
+  redis.call('DEL', k.message)
+  redis.call('EXPIRE', k.incident, retention)
+  redis.call('EXPIRE', k.tries, retention)
+end

@@ -1,0 +1,233 @@
+"""Worker bootstep: apply operators' decisions, expire deadlines, reconcile with Celery.
+
+Every worker runs it. Decisions arrive on a Redis stream read through one consumer group, so exactly
+one worker applies each; an entry whose worker died is claimed again (XAUTOCLAIM). Deadlines live in
+a sorted set and are expired by compare-and-set, so any number of workers can sweep at once. We never
+use countdown/ETA messages as timers: on the Redis transport an unacked scheduled message is
+redelivered after ``visibility_timeout`` and runs again (kombu#337, celery#2481).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import bootsteps
+from celery.app.task import Context
+from celery.states import READY_STATES, REVOKED
+from kombu.serialization import loads
+
+from . import incidents
+from .config import settings_for
+from .errors import IncompatibleRedis, InteractiveError
+from .store import MIN_REDIS, Applied, Store, store_for
+from .task import HEADER, InteractiveTask, flow_params
+
+logger = logging.getLogger("interactive_celery")
+
+CLAIM_EVERY_S = 5.0
+CLAIM_MIN_IDLE_MS = 30_000
+RECONCILE_EVERY_S = 10.0
+RECONCILE_PAGE = 200
+
+
+def check_server(store: Store) -> dict[str, Any]:
+    """Refuse Redis older than 6.2; warn about eviction policies that could drop our keys."""
+    info = store.server_info()
+    version = tuple(int(p) for p in info["redis_version"].split(".")[:2] if p.isdigit())
+    if version < MIN_REDIS:
+        raise IncompatibleRedis(f"Redis {info['redis_version']} is too old; interactive_celery needs >= 6.2")
+    if info["maxmemory_policy"] != "noeviction":
+        logger.warning(
+            "interactive: Redis maxmemory-policy is %r; incidents, Celery results and chord counters "
+            "carry TTLs and can be evicted. Set maxmemory-policy noeviction.", info["maxmemory_policy"])
+    return info
+
+
+def decode_message(fields: dict[str, str]) -> dict[str, Any]:
+    data = base64.b64decode(fields["body"])
+    return loads(data, fields["content_type"], fields["content_encoding"])
+
+
+class Applier:
+    """Applies decisions and runs the sweeper for one worker. Usable without a worker in tests."""
+
+    def __init__(self, app, hostname: str):
+        self.app = app
+        self.hostname = hostname
+        self.settings = settings_for(app)
+        self.store = store_for(app)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        check_server(self.store)
+        for task in self.app.tasks.values():  # validate every task's parameters at startup
+            if isinstance(task, InteractiveTask):
+                flow_params(task)
+        self.store.ensure_group()
+        for target, name in ((self._apply_loop, "applier"), (self._sweep_loop, "sweeper")):
+            thread = threading.Thread(target=target, name=f"interactive-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _loop(self, body, pause_s: float) -> None:
+        while not self._stop.is_set():
+            try:
+                body()
+            except InteractiveError as exc:
+                logger.warning("interactive: %s; retrying in %.1fs", exc, pause_s)
+                self._stop.wait(pause_s)
+            except Exception:  # never let a bad entry kill the thread
+                logger.exception("interactive: unexpected error in %s", threading.current_thread().name)
+                self._stop.wait(pause_s)
+
+    # -- applying decisions -----------------------------------------------------------------------
+
+    def _apply_loop(self) -> None:
+        last_claim = [0.0]
+
+        def once() -> None:
+            entries = self.store.read_decisions(self.hostname, block_ms=1000)
+            if time.monotonic() - last_claim[0] > CLAIM_EVERY_S:
+                last_claim[0] = time.monotonic()
+                entries += self.store.claim_stale_decisions(self.hostname, min_idle_ms=CLAIM_MIN_IDLE_MS)
+            for entry_id, fields in entries:
+                self.apply_entry(fields)
+                self.store.ack_decision(entry_id)
+
+        self._loop(once, 1.0)
+
+    def apply_entry(self, fields: dict[str, str]) -> bool:
+        """Apply one decision entry; True if a message was sent."""
+        try:
+            task_id, try_no = fields["id"], int(fields["try"])
+        except (KeyError, ValueError, TypeError):
+            logger.warning("interactive: skipping malformed decision entry %r", fields)
+            return False
+        if self.superseded(task_id):
+            return False
+        now = time.time()
+        applied = self.store.apply(task_id, try_no, now=now, worker=self.hostname,
+                                   fallback_at=now + self.settings.replay_fallback_s)
+        if applied is None:
+            return False
+        self.send(task_id, applied)
+        logger.info("interactive: applied %s to %s (try %s) on %s", applied.decision, task_id,
+                    applied.try_no, self.hostname)
+        return True
+
+    def superseded(self, task_id: str) -> bool:
+        """Close the incident if Celery already ended the flow (revoked, finished elsewhere)."""
+        from celery.worker import state as worker_state
+
+        celery_state = self.app.AsyncResult(task_id).state
+        if task_id in worker_state.revoked or celery_state == REVOKED:
+            why, celery_state = "the task was revoked", REVOKED
+            # Workers discard a revoked id, so a re-send would never run; store REVOKED so get() ends.
+            self.app.backend.mark_as_revoked(task_id, "revoked while waiting for an operator",
+                                             request=Context(id=task_id))
+        elif celery_state in READY_STATES:
+            why = f"Celery already stored {celery_state}"
+        else:
+            return False
+        if self.store.supersede(task_id, now=time.time(), why=why, celery_state=celery_state)[0] == "ok":
+            logger.info("interactive: %s superseded: %s", task_id, why)
+        return True
+
+    def send(self, task_id: str, applied: Applied) -> None:
+        payload = decode_message(applied.message)
+        header = {"v": 1, "try": applied.try_no, "fence": applied.fence, "params": payload.get("params") or {}}
+        if applied.decision != "retry":
+            header["replay"] = applied.decision
+        signature = self.app.signature(payload["task"], tuple(payload["args"]), payload["kwargs"],
+                                       payload["options"])
+        signature.apply_async(task_id=task_id, retries=0, headers={**payload.get("headers", {}), HEADER: header})
+        if applied.decision == "retry":
+            # Flower leaves the custom AWAITING_OPERATOR state on task-retried; RECEIVED, STARTED and
+            # SUCCESS from the new try follow.
+            with self.app.events.default_dispatcher(hostname=self.hostname) as dispatcher:
+                dispatcher.send("task-retried", uuid=task_id, exception="operator retry",
+                                traceback="", try_no=applied.try_no)
+
+    # -- sweeping ---------------------------------------------------------------------------------
+
+    def _sweep_loop(self) -> None:
+        last = {"reconcile": 0.0, "trim": 0.0}
+
+        def once() -> None:
+            self.sweep(time.time())
+            if time.monotonic() - last["reconcile"] > RECONCILE_EVERY_S:
+                last["reconcile"] = time.monotonic()
+                self.reconcile()
+            if time.monotonic() - last["trim"] > 60:
+                last["trim"] = time.monotonic()
+                self.store.trim(time.time())
+            self._stop.wait(self.settings.sweep_interval_s)
+
+        self._loop(once, self.settings.sweep_interval_s)
+
+    def sweep(self, now: float) -> int:
+        """Expire due deadlines: time out open incidents, fall back on unreplayed fails."""
+        due = self.store.due(now)
+        if not due:
+            return 0
+        transitions = 0
+        for task_id, reply in zip(due, self.store.expire_many(due, now=now)):
+            if isinstance(reply, Exception):
+                logger.warning("interactive: could not expire %s: %s", task_id, reply)
+            elif reply[0] == "ok":
+                transitions += 1
+                logger.info("interactive: %s timed out waiting for an operator", task_id)
+            elif reply[0] in ("not_waiting", "decided"):
+                transitions += self.fallback(task_id, now)
+        return transitions
+
+    def fallback(self, task_id: str, now: float) -> int:
+        """No worker replayed a fail in time: store FAILURE from here. Skips on_failure, the
+        task_failure signal and the task-failed event (see docs/decisions.md)."""
+        saved = self.store.fallback(task_id, now=now)
+        if saved is None:
+            return 0
+        payload = decode_message(saved)
+        options = payload["options"]
+        exc = incidents.rebuild_exception(saved["exc"])
+        exc.add_note(f"Original traceback (kept by interactive_celery):\n{saved['traceback']}")
+        request = Context(
+            id=task_id, task=payload["task"], args=payload["args"], kwargs=payload["kwargs"],
+            chord=options.get("chord"), errbacks=options.get("link_error"), chain=options.get("chain"),
+            group=options.get("group_id"), group_index=options.get("group_index"),
+            root_id=options.get("root_id"), parent_id=options.get("parent_id"), delivery_info={},
+            ignore_result=False)
+        self.app.backend.mark_as_failure(task_id, exc, traceback=saved["traceback"], request=request,
+                                         call_errbacks=True)
+        logger.warning("interactive: no worker replayed %s for %s; stored FAILURE directly",
+                       saved["decision"], task_id)
+        return 1
+
+    def reconcile(self) -> int:
+        """Supersede open or decided incidents that Celery ended by itself."""
+        ids = [task_id for which in ("open", "active")
+               for task_id, _ in self.store.index(which, limit=RECONCILE_PAGE)]
+        return sum(1 for task_id in ids if self.superseded(task_id))
+
+
+class InteractiveStep(bootsteps.StartStopStep):
+    """Runs an :class:`Applier` inside the worker's main process (``worker.interactive``)."""
+
+    requires = {"celery.worker.components:Pool"}
+    label = "interactive"
+
+    def create(self, worker) -> Applier:
+        worker.interactive = Applier(worker.app, worker.hostname)
+        return worker.interactive

@@ -1,0 +1,91 @@
+"""Fixtures: a private real redis-server per session, a Celery app per test with its own key prefix
+and queue, and real in-process workers (celery.contrib.testing.worker.start_worker)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from interactive_celery import OperatorAPI, install
+from interactive_celery.keys import Keys
+from interactive_celery.testing import RedisServer, env_redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = env_redis_url()
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def rclient(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def make_app(redis_url: str, **conf) -> Celery:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    app = Celery(name, broker=redis_url, backend=redis_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=f"q-{name}",
+        interactive_key_prefix=name,
+        result_expires=3600,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        interactive_sweep_interval_seconds=0.2,
+        interactive_replay_fallback_seconds=5,
+    )
+    app.conf.update(conf)
+    install(app)
+    return app
+
+
+@pytest.fixture
+def app(redis_url, rclient):
+    app = make_app(redis_url)
+    yield app
+    cleanup(app, rclient)
+
+
+def cleanup(app: Celery, client: redis.Redis) -> None:
+    """Delete only what this test made: keys under its own prefix and its queue."""
+    prefix = Keys(app.conf.interactive_key_prefix)
+    for pattern in prefix.all_patterns():
+        for key in client.scan_iter(match=pattern.replace("{", "\\{").replace("}", "\\}"), count=1000):
+            client.delete(key)
+    client.delete(app.conf.task_default_queue)
+    app.close()
+
+
+@contextlib.contextmanager
+def running_worker(app: Celery, **kwargs):
+    options = dict(pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
+                   shutdown_timeout=15)
+    options.update(kwargs)
+    with start_worker(app, **options) as worker:
+        try:
+            yield worker
+        finally:
+            # The test worker's blueprint may skip step.stop() on exit; stop our threads ourselves.
+            applier = getattr(worker, "interactive", None)
+            if applier:
+                applier.stop()
+
+
+@pytest.fixture
+def alice(app):
+    api = OperatorAPI(app, "alice")
+    api.heartbeat()
+    return api
