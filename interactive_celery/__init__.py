@@ -5,16 +5,17 @@ an operator is online its final failure is parked until the operator retries or 
 """
 
 from .api import DecisionResult, OperatorAPI
+from .attach import interactive
 from .errors import (
-    AlreadyDecided, AmbiguousIncident, ConfigurationError, CorruptData, DecisionRefused, IncompatibleRedis,
+    AlreadyDecided, AmbiguousIncident, BadInput, ConfigurationError, CorruptData, DecisionRefused, IncompatibleRedis,
     InteractiveError, NotAddressed, NotWaiting, RedisUnavailable, Superseded, UnknownIncident,
 )
 from .install import install
 from .task import AWAITING_OPERATOR, InteractiveTask
 
 __all__ = [
-    "AWAITING_OPERATOR", "AlreadyDecided", "AmbiguousIncident", "ConfigurationError", "CorruptData",
+    "AWAITING_OPERATOR", "AlreadyDecided", "AmbiguousIncident", "BadInput", "ConfigurationError", "CorruptData",
     "DecisionRefused", "DecisionResult", "IncompatibleRedis", "InteractiveError", "InteractiveTask",
     "NotAddressed", "NotWaiting", "OperatorAPI", "RedisUnavailable", "Superseded", "UnknownIncident",
-    "install",
+    "install", "interactive",
 ]

@@ -32,6 +32,22 @@ def default_groups() -> tuple[str, ...]:
     return tuple(g.strip() for g in os.environ.get("INTERACTIVE_GROUPS", "").split(",") if g.strip())
 
 
+def stream_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A stream message as a typed dict: ``at`` from the entry id, numbers as numbers, ISO times."""
+    out: dict[str, Any] = {"stream_id": entry_id, "at": iso(int(entry_id.split("-")[0]) / 1000), **fields}
+    for key in ("v", "try"):
+        if str(out.get(key, "")).isdigit():
+            out[key] = int(out[key])
+    if out.get("deadline"):
+        out["deadline"] = iso(out["deadline"])
+    if "addressed" in out:
+        try:
+            out["addressed"] = json.loads(out["addressed"])
+        except ValueError:
+            pass
+    return out
+
+
 @dataclass
 class DecisionResult:
     id: str
@@ -128,13 +144,33 @@ class OperatorAPI:
         return not addressed or bool(mine & set(addressed))
 
     def audit(self, since: float = 0.0, until: float | None = None) -> list[dict[str, Any]]:
-        """Every decision in a time range, from the operator stream."""
+        """Every decision made in a time range (unix seconds), oldest first."""
         self.heartbeat()
-        start = f"{int(since * 1000)}-0"
-        end = "+" if until is None else f"{int(until * 1000)}-0"
-        return [{"at": iso(int(entry_id.split("-")[0]) / 1000), **fields}
-                for entry_id, fields in self.store.stream_range(start, end)
-                if fields.get("type") == "incident.decided"]
+        rows = []
+        for member, record in self.store.audit(since, time.time() if until is None else until):
+            task_id, _, try_no = member.rpartition(":")
+            data = json.loads(record) if record else {}
+            rows.append({"id": task_id, "try": int(try_no), "decision": data.get("decision"),
+                         "operator": data.get("decided_by"), "reason": data.get("reason") or None,
+                         "host": data.get("decided_host"), "at": iso(data.get("decided_at"))})
+        return rows
+
+    # -- following the stream ---------------------------------------------------------------------
+
+    def stream_position(self) -> str:
+        """The stream id to pass to :meth:`events` to see only messages written from now on."""
+        return self.store.stream_last_id()
+
+    def events(self, after: str, *, block_s: float | None = None, count: int = 100) -> list[dict[str, Any]]:
+        """Operator messages written after stream id ``after``, oldest first; each carries its
+        ``stream_id`` for the next call. Blocks up to ``block_s`` when there are none yet.
+
+        Unlike the other calls this is no heartbeat: a console polls it every second, and its
+        owner heartbeats on its own schedule.
+        """
+        block_ms = None if block_s is None else max(1, int(block_s * 1000))
+        return [stream_entry(entry_id, fields)
+                for entry_id, fields in self.store.read_stream(after, block_ms=block_ms, count=count)]
 
     # -- deciding ---------------------------------------------------------------------------------
 

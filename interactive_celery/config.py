@@ -83,6 +83,8 @@ class Settings:
     # stores FAILURE directly from the result backend (see docs/decisions.md).
     replay_fallback_s: float = 30.0
     sweep_interval_s: float = 1.0
+    # A decision entry read by a worker that died unacked is claimed by another after this long.
+    claim_idle_s: float = 30.0
     result_expires_s: float | None = None
     flow: FlowParams = field(default_factory=FlowParams)
 
@@ -103,6 +105,7 @@ _APP_KEYS = {
     "interactive_flower_url": "flower_url",
     "interactive_replay_fallback_seconds": "replay_fallback_s",
     "interactive_sweep_interval_seconds": "sweep_interval_s",
+    "interactive_claim_idle_seconds": "claim_idle_s",
 }
 _APP_FLOW_KEYS = {
     "interactive_limit_minutes": "limit_minutes",
@@ -218,7 +221,7 @@ def _validate_scalars(values: dict[str, Any], defaults: Settings, where: str) ->
         value = values.get(name, getattr(defaults, name))
         if not isinstance(value, int) or isinstance(value, bool) or value < 64:
             raise ConfigurationError(f"{where}: interactive_{name} must be an integer >= 64, got {value!r}")
-    for name in ("retention_days", "replay_fallback_s", "sweep_interval_s"):
+    for name in ("retention_days", "replay_fallback_s", "sweep_interval_s", "claim_idle_s"):
         value = values.get(name, getattr(defaults, name))
         if not _is_number(value) or value <= 0:
             raise ConfigurationError(f"{where}: {name} must be a positive number, got {value!r}")

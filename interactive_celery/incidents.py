@@ -135,7 +135,8 @@ def try_record(number: int, *, worker: str | None, started_at: float | None, end
 
 
 _FLOATS = ("opened_at", "deadline", "decided_at", "applied_at", "resolved_at", "created_at", "started_at")
-_INTS = ("try", "fence", "celery_retries", "v")
+_INTS = ("try", "fence", "celery_retries", "v", "fail_count")
+_NUMBERS = ("limit_minutes",)
 
 
 def incident_view(raw: Mapping[str, str]) -> dict[str, Any]:
@@ -144,9 +145,9 @@ def incident_view(raw: Mapping[str, str]) -> dict[str, Any]:
     for key, value in raw.items():
         if key in _FLOATS:
             out[key] = iso(value)
-        elif key in _INTS:
+        elif key in _INTS or key in _NUMBERS:
             try:
-                out[key] = int(value)
+                out[key] = int(value) if key in _INTS else float(value)
             except ValueError:
                 out[key] = value
         elif key in ("addressed", "params", "result", "decision_options"):
@@ -167,7 +168,7 @@ def tries_view(raw: Mapping[str, str]) -> list[dict[str, Any]]:
             record = json.loads(raw[number])
         except ValueError:
             record = {"try": number, "corrupt": True}
-        for key in ("started_at", "ended_at"):
+        for key in ("started_at", "ended_at", "decided_at"):
             if isinstance(record.get(key), (int, float)):
                 record[key] = iso(record[key])
         tries.append(record)

@@ -79,6 +79,12 @@ class Store:
                 raise errors.CorruptData(f"unexpected data under the {self.settings.key_prefix!r} prefix: {text}") from None
             raise errors.InteractiveError(f"Redis refused a command: {text}") from None
 
+    def load_scripts(self) -> None:
+        """Load every script now, so the first failure is one EVALSHA rather than a NOSCRIPT retry."""
+        with self.guard():
+            for script in self._scripts.values():
+                script.sha = self.client.script_load(script.script)
+
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], client=None) -> Any:
         with self.guard():
             return self._scripts[name](keys=list(keys), args=[str(a) for a in args], client=client)
@@ -91,13 +97,21 @@ class Store:
     # -- worker side ------------------------------------------------------------------------------
 
     def park(self, task_id: str, try_no: int, *, now: float, cutoff: float, deadline: float,
-             fields: dict, try_record: dict, message: dict, addressed: Sequence[str]) -> tuple[str, str]:
+             fields: dict, try_record: dict, message: dict, addressed: Sequence[str],
+             client=None) -> tuple[str, str]:
+        """Park a failed try. With ``client`` (a pipeline) the script is only queued, and the caller
+        maps each reply of ``execute()`` with :meth:`park_status` (bulk seeding in ``make bench``)."""
         k, s = self.keys, self.settings
         reply = self._run("park", [
             k.incident(task_id), k.tries(task_id), k.message(task_id), k.open, k.active, k.deadlines,
             k.resolved, k.presence, k.stream, k.ids,
         ], [now, task_id, try_no, cutoff, deadline, s.stream_maxlen, s.retention_s,
-            json.dumps(fields), json.dumps(try_record), json.dumps(message), json.dumps(list(addressed))])
+            json.dumps(fields), json.dumps(try_record), json.dumps(message), json.dumps(list(addressed))],
+            client=client)
+        return reply if client is not None else self.park_status(reply)
+
+    @staticmethod
+    def park_status(reply: Sequence[str]) -> tuple[str, str]:
         return reply[0], (reply[1] if len(reply) > 1 else "")
 
     def apply(self, task_id: str, try_no: int, *, now: float, worker: str, fallback_at: float) -> Applied | None:
@@ -143,7 +157,7 @@ class Store:
         k, s = self.keys, self.settings
         return self._run("decide", [
             k.incident(task_id), k.open, k.active, k.deadlines, k.decisions, k.stream, k.presence,
-            k.audit, k.operator(operator),
+            k.audit, k.operator(operator), k.tries(task_id),
         ], [now, decision, operator, reason, host, s.stream_maxlen, result_json, int(allow_any), options_json],
             client=client)
 
@@ -202,13 +216,25 @@ class Store:
             reply = self.client.xread({self.keys.stream: last_id}, count=count, block=block_ms)
         return reply[0][1] if reply else []
 
+    def stream_last_id(self) -> str:
+        """Id of the newest operator message, or ``0-0``: where a reader starts to see only new ones."""
+        with self.guard():
+            newest = self.client.xrevrange(self.keys.stream, count=1)
+        return newest[0][0] if newest else "0-0"
+
     def stream_range(self, start: str = "-", end: str = "+", count: int | None = None) -> list:
         with self.guard():
             return self.client.xrange(self.keys.stream, start, end, count=count)
 
-    def audit(self, since: float, until: float) -> list[tuple[str, float]]:
+    def audit(self, since: float, until: float, limit: int = 1000) -> list[tuple[str, str | None]]:
+        """(``<task_id>:<try>``, that try's JSON record) for decisions made in [since, until]."""
         with self.guard():
-            return self.client.zrangebyscore(self.keys.audit, since, until, withscores=True)
+            members = self.client.zrangebyscore(self.keys.audit, since, until, start=0, num=limit)
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                task_id, _, try_no = member.rpartition(":")
+                pipe.hget(self.keys.tries(task_id), try_no)
+            return list(zip(members, pipe.execute()))
 
     # -- applier and sweeper ----------------------------------------------------------------------
 

@@ -21,16 +21,16 @@ from celery.states import READY_STATES, REVOKED
 from kombu.serialization import loads
 
 from . import incidents
+from .attach import enable_plain_tasks
 from .config import settings_for
-from .errors import IncompatibleRedis, InteractiveError
+from .errors import IncompatibleRedis, InteractiveError, RedisUnavailable
 from .store import MIN_REDIS, Applied, Store, store_for
-from .task import HEADER, InteractiveTask, flow_params
+from .task import AWAITING_OPERATOR, HEADER, InteractiveTask, flow_params, parked_meta
 
 logger = logging.getLogger("interactive_celery")
 
-CLAIM_EVERY_S = 5.0
-CLAIM_MIN_IDLE_MS = 30_000
-RECONCILE_EVERY_S = 10.0
+CLAIM_EVERY_S = 1.0
+RECONCILE_EVERY_S = 5.0
 RECONCILE_PAGE = 200
 
 
@@ -66,11 +66,16 @@ class Applier:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        check_server(self.store)
         for task in self.app.tasks.values():  # validate every task's parameters at startup
             if isinstance(task, InteractiveTask):
                 flow_params(task)
-        self.store.ensure_group()
+        try:
+            check_server(self.store)
+            self.store.load_scripts()
+        except RedisUnavailable as exc:
+            # Keep the worker up: its tasks still run, failures fall back to plain Celery failures,
+            # and the threads below keep trying to reach Redis.
+            logger.error("interactive: %s; failures will fail plainly until it is back", exc)
         for target, name in ((self._apply_loop, "applier"), (self._sweep_loop, "sweeper")):
             thread = threading.Thread(target=target, name=f"interactive-{name}", daemon=True)
             thread.start()
@@ -96,12 +101,21 @@ class Applier:
 
     def _apply_loop(self) -> None:
         last_claim = [0.0]
+        grouped = [False]
 
         def once() -> None:
-            entries = self.store.read_decisions(self.hostname, block_ms=1000)
+            if not grouped[0]:
+                self.store.ensure_group()
+                grouped[0] = True
+            try:
+                entries = self.store.read_decisions(self.hostname, block_ms=1000)
+            except InteractiveError:
+                grouped[0] = False  # the stream may have been deleted (NOGROUP): create it again
+                raise
             if time.monotonic() - last_claim[0] > CLAIM_EVERY_S:
                 last_claim[0] = time.monotonic()
-                entries += self.store.claim_stale_decisions(self.hostname, min_idle_ms=CLAIM_MIN_IDLE_MS)
+                entries += self.store.claim_stale_decisions(
+                    self.hostname, min_idle_ms=int(self.settings.claim_idle_s * 1000))
             for entry_id, fields in entries:
                 self.apply_entry(fields)
                 self.store.ack_decision(entry_id)
@@ -216,10 +230,27 @@ class Applier:
         return 1
 
     def reconcile(self) -> int:
-        """Supersede open or decided incidents that Celery ended by itself."""
-        ids = [task_id for which in ("open", "active")
-               for task_id, _ in self.store.index(which, limit=RECONCILE_PAGE)]
-        return sum(1 for task_id in ids if self.superseded(task_id))
+        """Supersede incidents that Celery ended by itself, and re-assert AWAITING_OPERATOR where
+        Celery overwrote it: a Celery retry publishes its message before it stores RETRY, so with
+        concurrency the retried run can park before the earlier run's RETRY lands on top."""
+        ended = 0
+        for which in ("open", "active"):
+            for task_id, _ in self.store.index(which, limit=RECONCILE_PAGE):
+                if self.superseded(task_id):
+                    ended += 1
+                elif which == "open":
+                    self._refresh_parked_state(task_id)
+        return ended
+
+    def _refresh_parked_state(self, task_id: str) -> None:
+        meta = self.app.backend.get_task_meta(task_id)
+        if meta.get("status") == AWAITING_OPERATOR:
+            return
+        raw = self.store.incident(task_id)
+        if raw.get("state") != "open":
+            return
+        self.app.backend.store_result(task_id, parked_meta(raw), AWAITING_OPERATOR,
+                                      request=Context(id=task_id, task=raw.get("task")))
 
 
 class InteractiveStep(bootsteps.StartStopStep):
@@ -229,5 +260,7 @@ class InteractiveStep(bootsteps.StartStopStep):
     label = "interactive"
 
     def create(self, worker) -> Applier:
+        # Before the consumer builds the tasks' tracers, which look for a custom __call__.
+        enable_plain_tasks(worker.app)
         worker.interactive = Applier(worker.app, worker.hostname)
         return worker.interactive

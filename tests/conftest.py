@@ -53,10 +53,22 @@ def make_app(redis_url: str, **conf) -> Celery:
 
 
 @pytest.fixture
-def app(redis_url, rclient):
-    app = make_app(redis_url)
-    yield app
-    cleanup(app, rclient)
+def app_factory(redis_url, rclient):
+    """Build apps with extra configuration; each is cleaned up after the test."""
+    made = []
+
+    def factory(**conf) -> Celery:
+        made.append(make_app(redis_url, **conf))
+        return made[-1]
+
+    yield factory
+    for app in made:
+        cleanup(app, rclient)
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
 
 
 def cleanup(app: Celery, client: redis.Redis) -> None:

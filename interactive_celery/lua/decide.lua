@@ -1,6 +1,6 @@
 -- decide: record an operator's decision (or a timeout) with one compare-and-set; first one wins.
 -- KEYS: 1 incident hash, 2 open zset, 3 active zset, 4 deadlines zset, 5 decisions stream,
---       6 stream, 7 presence zset, 8 audit zset, 9 operator hash
+--       6 stream, 7 presence zset, 8 audit zset, 9 operator hash, 10 tries hash
 -- ARGV: 1 now, 2 decision (retry|fail|ignore|timeout), 3 operator, 4 reason, 5 operator host,
 --       6 stream maxlen, 7 result JSON (ignore) or '', 8 allow any operator ('1'|'0'),
 --       9 decision options JSON ('' for none)
@@ -42,6 +42,19 @@ redis.call('ZREM', KEYS[2], id)
 redis.call('ZADD', KEYS[3], now, id)
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZADD', KEYS[8], now, id .. ':' .. try_no)
+-- The decision also goes into the try's history record, which outlives the stream's cap.
+local record = redis.call('HGET', KEYS[10], try_no)
+if record then
+  local ok, t = pcall(cjson.decode, record)
+  if ok and type(t) == 'table' then
+    t.decision = decision
+    t.decided_by = operator
+    t.decided_at = tonumber(now)
+    t.reason = ARGV[4]
+    t.decided_host = ARGV[5]
+    redis.call('HSET', KEYS[10], try_no, cjson.encode(t))
+  end
+end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'v', '1', 'id', id, 'try', try_no,
            'decision', decision)
 emit(KEYS[6], ARGV[6], {type = 'incident.decided', id = id, try = try_no, decision = decision,

@@ -1,0 +1,186 @@
+"""Decisions: refusals, durability without workers, redelivery to another applier, fencing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from interactive_celery import (
+    AWAITING_OPERATOR, AlreadyDecided, AmbiguousIncident, BadInput, InteractiveTask, NotWaiting, OperatorAPI,
+    Superseded, UnknownIncident,
+)
+from interactive_celery.testing import wait_for
+from interactive_celery.worker import Applier
+from tests.conftest import running_worker
+from tests.helpers import wait_incident_state, wait_state
+
+pytestmark = pytest.mark.legacy
+
+
+class PartnerDown(Exception):
+    pass
+
+
+def counting_task(app, state, name="call_partner"):
+    @app.task(base=InteractiveTask, name=f"{app.main}.{name}")
+    def call_partner():
+        state["runs"] = state.get("runs", 0) + 1
+        if not state.get("fixed"):
+            raise PartnerDown("503 maintenance")
+        return "sent"
+
+    return call_partner
+
+
+def test_decision_without_worker_waits_durably_then_applies(app, alice):
+    """With no worker running a decision is recorded, not applied; the next worker applies it."""
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        result = task.delay()
+        wait_state(result, AWAITING_OPERATOR)
+    state["fixed"] = True
+    decision = alice.retry(result.id, wait=0.5)
+    assert decision.recorded and not decision.applied and decision.state == "decided"
+    with pytest.raises(AlreadyDecided, match="retry by alice"):
+        alice.fail(result.id)
+    with running_worker(app):
+        assert result.get(timeout=20) == "sent"
+    assert state["runs"] == 2
+
+
+def test_decision_of_a_dead_applier_is_claimed_by_another(app_factory):
+    """A decision read by a worker that died before applying it is claimed and applied by another."""
+    app = app_factory(interactive_claim_idle_seconds=0.5)
+    alice = OperatorAPI(app, "alice")
+    alice.heartbeat()
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        result = task.delay()
+        wait_state(result, AWAITING_OPERATOR)
+    state["fixed"] = True
+    alice.retry(result.id, wait=0)
+    store = alice.store
+    store.ensure_group()
+    # A worker that read the entry and died: delivered to it, never acknowledged.
+    assert len(store.read_decisions("dead-worker", block_ms=100)) == 1
+    with running_worker(app):
+        assert result.get(timeout=20) == "sent"
+    assert wait_incident_state(alice, result.id, "succeeded")["applied_by"] != "dead-worker"
+
+
+def test_duplicate_operator_message_never_runs_twice(app, alice, caplog):
+    """Two copies of one operator-issued message (an applier that sent, died before XACK, and was
+    replaced): the fencing token lets exactly one run the body."""
+    caplog.set_level(logging.INFO, logger="interactive_celery")
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        result = task.delay()
+        wait_state(result, AWAITING_OPERATOR)
+    state["fixed"] = True
+    alice.retry(result.id, wait=0)
+    applier = Applier(app, "applier-1")
+    for _ in range(2):  # apply.lua is idempotent for one decision: same fence both times
+        applied = applier.store.apply(result.id, 1, now=0, worker="applier-1", fallback_at=0)
+        applier.send(result.id, applied)
+    with running_worker(app):
+        assert result.get(timeout=20) == "sent"
+        wait_for(lambda: any("dropping stale message" in r.getMessage() for r in caplog.records),
+                 timeout=10, what="the duplicate to be dropped")
+    assert state["runs"] == 2
+    assert wait_incident_state(alice, result.id, "succeeded")["fence"] == "1"
+
+
+def test_refusals_are_typed_and_change_nothing(app, alice, rclient):
+    """Unknown ids, short or ambiguous prefixes, and decisions on resolved incidents are refused."""
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        first, second = task.delay(), task.delay()
+        wait_state(first, AWAITING_OPERATOR)
+        wait_state(second, AWAITING_OPERATOR)
+        with pytest.raises(UnknownIncident):
+            alice.retry("ffffffff-ffff-ffff-ffff-ffffffffffff")
+        with pytest.raises(BadInput, match="at least 8"):
+            alice.retry(first.id[:4])
+        before = rclient.hgetall(alice.store.keys.incident(first.id))
+        with pytest.raises(BadInput):
+            alice.decide(first.id, "explode")
+        assert rclient.hgetall(alice.store.keys.incident(first.id)) == before
+
+        alice.fail(first.id, wait=10)
+        with pytest.raises(PartnerDown):
+            first.get(timeout=20)
+        wait_incident_state(alice, first.id, "failed")
+        with pytest.raises(AlreadyDecided, match="fail by alice"):
+            alice.retry(first.id)
+        alice.fail(second.id, wait=10)
+
+
+def test_ambiguous_prefix_lists_candidates(app, alice):
+    """Two incidents whose ids share 8+ characters: the prefix is refused with both candidates."""
+    @app.task(base=InteractiveTask, name=f"{app.main}.twins")
+    def twins():
+        raise PartnerDown("down")
+
+    with running_worker(app):
+        a = twins.apply_async(task_id="abcdef12-0000-4000-8000-000000000001")
+        b = twins.apply_async(task_id="abcdef12-0000-4000-8000-000000000002")
+        wait_state(a, AWAITING_OPERATOR)
+        wait_state(b, AWAITING_OPERATOR)
+        with pytest.raises(AmbiguousIncident) as info:
+            alice.retry("abcdef12-0000")
+        assert sorted(info.value.candidates) == [a.id, b.id]
+        assert alice.incident(a.id)["state"] == "open"  # exact id wins
+        alice.fail(a.id, wait=10)
+        alice.fail(b.id, wait=10)
+
+
+def test_revoked_while_parked_is_superseded(app, alice):
+    """A flow revoked while it waits closes as superseded, and decisions are refused with why."""
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        result = task.delay()
+        wait_state(result, AWAITING_OPERATOR)
+        result.revoke()
+        incident = wait_incident_state(alice, result.id, "superseded", timeout=30)
+        assert "revoked" in incident["superseded_why"]
+        with pytest.raises(Superseded, match="revoked"):
+            alice.retry(result.id)
+        wait_state(result, "REVOKED")
+
+
+def test_success_stored_by_celery_supersedes_the_incident(app, alice):
+    """When Celery itself stored SUCCESS for a parked flow (a redelivered first try succeeded), the
+    incident closes as superseded."""
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        result = task.delay()
+        wait_state(result, AWAITING_OPERATOR)
+        # What a redelivered first try that succeeds leaves behind: Celery's own SUCCESS.
+        app.backend.mark_as_done(result.id, "sent by a redelivery")
+        incident = wait_incident_state(alice, result.id, "superseded", timeout=30)
+        assert "SUCCESS" in incident["superseded_why"]
+        with pytest.raises(Superseded):
+            alice.fail(result.id)
+
+
+def test_every_park_and_decision_logs_one_line(app, alice, caplog):
+    """The interactive_celery logger writes one line per park and one per applied decision."""
+    caplog.set_level(logging.INFO, logger="interactive_celery")
+    state = {}
+    task = counting_task(app, state)
+    with running_worker(app):
+        result = task.delay()
+        wait_state(result, AWAITING_OPERATOR)
+        state["fixed"] = True
+        alice.retry(result.id, wait=10)
+        result.get(timeout=20)
+    lines = [r.getMessage() for r in caplog.records if r.name == "interactive_celery"]
+    assert len([line for line in lines if "parked" in line]) == 1
+    assert len([line for line in lines if line.startswith("interactive: applied retry")]) == 1
