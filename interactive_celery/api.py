@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from . import errors
-from .config import settings_for
+from .config import TASK_KEYWORDS, FlowParams, settings_for
 from .incidents import incident_view, iso, tries_view
 from .store import Store, store_for
 
@@ -174,8 +174,11 @@ class OperatorAPI:
 
     # -- deciding ---------------------------------------------------------------------------------
 
-    def retry(self, ref: str, reason: str | None = None, *, wait: float = 5.0) -> DecisionResult:
-        return self.decide(ref, "retry", reason=reason, wait=wait)
+    def retry(self, ref: str, reason: str | None = None, *, wait: float = 5.0,
+              **overrides: Any) -> DecisionResult:
+        """Retry; ``overrides`` are task keywords (e.g. ``decision_timeout_minutes=60``) that apply
+        from the new try on: the top layer over app, task and call."""
+        return self.decide(ref, "retry", reason=reason, wait=wait, overrides=overrides)
 
     def fail(self, ref: str, reason: str | None = None, *, wait: float = 5.0) -> DecisionResult:
         return self.decide(ref, "fail", reason=reason, wait=wait)
@@ -185,9 +188,10 @@ class OperatorAPI:
         return self.decide(ref, "ignore", reason=reason, wait=wait, result=result)
 
     def decide(self, ref: str, decision: str, *, reason: str | None = None, wait: float = 5.0,
-               result: Any = None) -> DecisionResult:
+               result: Any = None, overrides: dict[str, Any] | None = None) -> DecisionResult:
         if decision not in DECISIONS:
             raise errors.BadInput(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+        options_json = self._decision_options(decision, overrides or {})
         if not isinstance(wait, (int, float)) or wait < 0:
             raise errors.BadInput(f"wait must be a number of seconds >= 0, not {wait!r}")
         try:
@@ -198,9 +202,25 @@ class OperatorAPI:
         task_id = self.resolve_id(ref)
         reply = self.store.decide(task_id, decision, now=time.time(), operator=self.operator,
                                   reason=reason or "", host=self.host, result_json=result_json,
-                                  allow_any=self.settings.allow_any_operator)
+                                  allow_any=self.settings.allow_any_operator, options_json=options_json)
         self._raise_refusal(task_id, reply)
         return self._await_application(task_id, decision, wait)
+
+    @staticmethod
+    def _decision_options(decision: str, overrides: dict[str, Any]) -> str:
+        if not overrides:
+            return ""
+        if decision != "retry":
+            raise errors.BadInput("parameter overrides only apply to a retry")
+        unknown = set(overrides) - set(TASK_KEYWORDS)
+        if unknown:
+            raise errors.BadInput(f"unknown parameter(s) for a retry: {', '.join(sorted(unknown))}")
+        fields = {TASK_KEYWORDS[k]: v for k, v in overrides.items()}
+        try:
+            FlowParams().layered(fields, "retry")
+        except errors.ConfigurationError as exc:
+            raise errors.BadInput(str(exc)) from None
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
 
     def _raise_refusal(self, task_id: str, reply: list[str]) -> None:
         status = reply[0]

@@ -19,7 +19,7 @@ DEFAULT_REDACT_KEYS = (
     "password", "passwd", "pwd", "token", "secret", "authorization", "api_key", "apikey",
     "access_key", "private_key", "credential", "cookie", "session",
 )
-DEFAULT_SUBJECT = "{task_name} failed {fail_count} times"
+DEFAULT_SUBJECT = "{task_name} failed {times}"
 DEFAULT_BODY = "{exc_type}: {exc_message}"
 
 

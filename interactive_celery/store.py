@@ -47,6 +47,7 @@ class Applied:
     decision: str
     fence: int
     try_no: int
+    options: dict[str, Any]  # per-decision parameter overrides (the top layer)
     message: dict[str, str]
 
 
@@ -120,8 +121,9 @@ class Store:
                           [now, worker, try_no, fallback_at])
         if reply[0] != "send":
             return None
-        flat = reply[4:]
-        return Applied(reply[1], int(reply[2]), int(reply[3]), dict(zip(flat[::2], flat[1::2])))
+        flat = reply[5:]
+        return Applied(reply[1], int(reply[2]), int(reply[3]), json.loads(reply[4] or "{}"),
+                       dict(zip(flat[::2], flat[1::2])))
 
     def start_try(self, task_id: str, try_no: int, fence: int, *, now: float, retries: int,
                   redelivered: bool, archive: bool, try_record: dict) -> list[str]:
@@ -263,9 +265,17 @@ class Store:
         with self.guard():
             self.client.xack(self.keys.decisions, APPLIER_GROUP, entry_id)
 
-    def due(self, now: float, limit: int = 500) -> list[str]:
+    def due(self, now: float, limit: int = 500, offset: int = 0) -> list[str]:
         with self.guard():
-            return self.client.zrangebyscore(self.keys.deadlines, "-inf", now, start=0, num=limit)
+            return self.client.zrangebyscore(self.keys.deadlines, "-inf", now, start=offset, num=limit)
+
+    def next_deadline(self, after: float) -> float | None:
+        """The earliest deadline later than ``after`` (unix s), or None. Entries at or before
+        ``after`` that a sweep left in place cannot be expired, so they are not waited for."""
+        with self.guard():
+            found = self.client.zrangebyscore(self.keys.deadlines, f"({after!r}", "+inf", start=0, num=1,
+                                              withscores=True)
+        return found[0][1] if found else None
 
     def expire_many(self, task_ids: Sequence[str], *, now: float) -> list:
         """Timeout decisions for due incidents, pipelined: one round trip for the whole batch."""

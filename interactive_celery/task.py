@@ -24,6 +24,7 @@ from kombu.serialization import dumps
 from . import incidents
 from .config import TASK_KEYWORDS, FlowParams, check_timeout_fits, settings_for
 from .errors import InteractiveError
+from .faults import crash_point
 from .store import store_for
 
 logger = logging.getLogger("interactive_celery")
@@ -159,6 +160,7 @@ def _operator_try(task: Task, call, args: tuple, kwargs: dict, header: dict):
         raise Ignore()
     if verdict[0] == "replay":
         return _replay(task, verdict)
+    crash_point("try.started")
     try:
         result = call(*args, **kwargs)
     except PASS_THROUGH:
@@ -166,6 +168,7 @@ def _operator_try(task: Task, call, args: tuple, kwargs: dict, header: dict):
     except Exception as exc:
         _on_failure(task, exc, try_no, now, header)
         raise
+    crash_point("try.finished")
     store.finish(request.id, try_no, fence, now=time.time(), try_record=incidents.try_record(
         try_no, worker=request.hostname, started_at=now, ended_at=time.time(), outcome="succeeded"))
     return result
@@ -216,10 +219,11 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
     record = incidents.try_record(try_no, worker=request.hostname, started_at=started, ended_at=now,
                                   outcome="failed", exc_type=exc_type, exc_message=exc_message,
                                   traceback=traceback_text)
+    crash_point("park.before")
     try:
         status, detail = store_for(task.app).park(
             request.id, try_no, now=now, cutoff=now - params.limit_minutes * 60, deadline=now + params.timeout_s,
-            fields=fields, try_record=record, message=_message(task, exc, traceback_text, header),
+            fields=fields, try_record=record, message=_message(task, exc, header),
             addressed=params.operators)
     except InteractiveError as err:
         # Never lose the failure because Redis is away: fail it the plain Celery way, loudly.
@@ -231,6 +235,7 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
     if status == "stale":
         logger.info("interactive: dropping a stale failure of %s (incident is %s)", request.id, detail)
         raise Ignore()
+    crash_point("park.after")
     deadline = now + params.timeout_s
     task.update_state(state=AWAITING_OPERATOR, meta=parked_meta({**fields, "try": try_no, "deadline": deadline}))
     task.send_event("task-awaiting_operator", incident=request.id, try_no=try_no, exc_type=exc_type,
@@ -249,8 +254,10 @@ def parked_meta(incident: dict) -> dict:
             "operators": json.loads(incident.get("addressed") or "[]"), "subject": incident.get("subject", "")}
 
 
-def _message(task: Task, exc: Exception, traceback_text: str, header: dict | None) -> dict[str, str]:
-    """The private record needed to re-send this flow: never shown to operators."""
+def _message(task: Task, exc: Exception, header: dict | None) -> dict[str, str]:
+    """The private record needed to re-send this flow: never shown to operators. The traceback is
+    not repeated here: the try record keeps it, and the scripts read it from there (2 KB less per
+    incident with a 2 KB traceback; make bench, issue 6)."""
     request = task.request
     options = dict(task.signature_from_request(request, request.args, request.kwargs).options)
     # expires is absolute: an operator retry after it would be stored as REVOKED.
@@ -265,4 +272,4 @@ def _message(task: Task, exc: Exception, traceback_text: str, header: dict | Non
     settings = settings_for(task.app)
     return {"v": str(incidents.RECORD_VERSION), "body": base64.b64encode(data).decode(),
             "content_type": content_type, "content_encoding": encoding,
-            "exc": incidents.serialize_exception(exc, settings.repr_max_chars), "traceback": traceback_text}
+            "exc": incidents.serialize_exception(exc, settings.repr_max_chars)}

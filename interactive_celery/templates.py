@@ -37,6 +37,7 @@ def render_message(params: FlowParams, *, task_name: str, task_id: str, exc_type
     values = {
         "task_name": task_name.rsplit(".", 1)[-1], "task_full_name": task_name, "task_id": task_id,
         "exc_type": exc_type, "exc_message": exc_message, "fail_count": fail_count,
+        "times": {1: "once", 2: "twice"}.get(fail_count, f"{fail_count} times"),
         "is_retry": fail_count > 1, "worker": worker or "", "context": params.context,
         "flower_link": f"{flower_url.rstrip('/')}/task/{task_id}" if flower_url else "",
     }

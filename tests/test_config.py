@@ -75,15 +75,16 @@ def test_task_keywords_are_validated_and_layered():
     """Decorator keywords override the app; bad ones fail with the task's name."""
     app = app_with(interactive_limit_minutes=5, result_expires=3600)
 
-    @app.task(base=InteractiveTask, name="good", interactive_limit_minutes=2, archive_retries=False)
+    # shared=False: a shared task would be added to every app finalized later in this process.
+    @app.task(base=InteractiveTask, name="good", interactive_limit_minutes=2, archive_retries=False, shared=False)
     def good():
         pass
 
-    @app.task(base=InteractiveTask, name="bad", decision_timeout_minutes=120)
+    @app.task(base=InteractiveTask, name="bad", decision_timeout_minutes=120, shared=False)
     def bad():
         pass
 
-    @app.task(base=InteractiveTask, name="inherits")
+    @app.task(base=InteractiveTask, name="inherits", shared=False)
     def inherits():
         pass
 

@@ -64,6 +64,32 @@ def test_per_call_parameters_override_the_task_and_survive_retries(app, alice):
         alice.fail(result.id, wait=10)
 
 
+def test_retry_can_change_parameters_for_the_next_tries(app, alice):
+    """A retry's overrides are the top layer: the next park uses the operator's timeout."""
+    from interactive_celery import BadInput
+
+    @app.task(base=InteractiveTask, name=f"{app.main}.reimport", decision_timeout_minutes=0.5)
+    def reimport():
+        raise Maintenance("still down")
+
+    with running_worker(app):
+        result = reimport.delay()
+        wait_state(result, AWAITING_OPERATOR)
+        before = alice.store.incident(result.id)
+        with pytest.raises(BadInput, match="unknown parameter"):
+            alice.retry(result.id, limit=3)
+        with pytest.raises(BadInput, match="must be a number of minutes"):
+            alice.retry(result.id, decision_timeout_minutes="soon")
+        assert alice.store.incident(result.id) == before
+        alice.retry(result.id, decision_timeout_minutes=2, wait=10)
+        wait_for(lambda: alice.store.incident(result.id).get("try") == "2"
+                 and alice.store.incident(result.id).get("state") == "open", timeout=20)
+        second = alice.store.incident(result.id)
+        assert float(second["deadline"]) - float(second["opened_at"]) == pytest.approx(120, abs=1)
+        assert second["subject"].endswith("reimport failed twice")
+        alice.fail(result.id, wait=10)
+
+
 def test_interactive_rejects_unknown_or_bad_parameters():
     """Bad per-call parameters fail in the caller, before anything is sent."""
     from celery import Celery

@@ -21,6 +21,17 @@ end
 
 local FINAL = {succeeded = true, failed = true, ignored = true, superseded = true}
 
+-- The traceback of a failed try is kept once, in its try record. Message hashes written before that
+-- (record v1 of older releases) still carry a copy, which wins when present.
+local function saved_traceback(copy, tries, try_no)
+  if copy then return copy end
+  local raw = redis.call('HGET', tries, try_no)
+  if not raw then return '' end
+  local ok, record = pcall(cjson.decode, raw)
+  if ok and type(record) == 'table' and type(record.traceback) == 'string' then return record.traceback end
+  return ''
+end
+
 -- Close an incident for good: out of every live index, into the resolved index, and onto a TTL.
 -- k = {incident, tries, message, open, active, deadlines, resolved}
 local function resolve(k, id, now, retention, outcome, extra)

@@ -3,7 +3,8 @@
 -- and start_try admits only one message per fence.
 -- KEYS: 1 incident hash, 2 message hash, 3 deadlines zset
 -- ARGV: 1 now, 2 worker name, 3 try number named by the decision entry, 4 replay fallback time
--- Returns: {'send', decision, fence, try, message fields (flat)...} | {'stale', state} | {'gone'}
+-- Returns: {'send', decision, fence, try, decision options JSON or '', message fields (flat)...}
+--        | {'stale', state} | {'gone'}
 local cur = redis.call('HMGET', KEYS[1], 'state', 'try', 'decision', 'id')
 local state, try_no, decision, id = cur[1], tonumber(cur[2] or '0'), cur[3], cur[4]
 if not state then return {'gone'} end
@@ -22,6 +23,7 @@ elseif not ((state == 'retrying' and try_no == named + 1) or (state == 'replayin
   return {'stale', state}
 end
 local fence = redis.call('HGET', KEYS[1], 'fence')
-local reply = {'send', decision, fence, tostring(try_no)}
+local reply = {'send', decision, fence, tostring(try_no),
+               redis.call('HGET', KEYS[1], 'decision_options') or ''}
 for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do reply[#reply + 1] = v end
 return reply

@@ -11,6 +11,7 @@ if not due or tonumber(due) > tonumber(ARGV[1]) then return {'not_due'} end
 local k = {incident = KEYS[1], tries = KEYS[2], message = KEYS[3], open = KEYS[4], active = KEYS[5],
            deadlines = KEYS[6], resolved = KEYS[7]}
 local saved = redis.call('HMGET', KEYS[3], 'exc', 'traceback', 'body', 'content_type', 'content_encoding')
+saved[2] = saved_traceback(saved[2], KEYS[2], cur[3])
 -- Bumping the fence drops the replay message if a worker picks it up later.
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 resolve(k, cur[2], ARGV[1], ARGV[2], 'failed', {outcome = 'failed', replayed = 'direct'})

@@ -36,6 +36,7 @@ if state == 'replaying' then
   local decision = cur[4]
   local outcome = (decision == 'ignore') and 'ignored' or 'failed'
   local saved = redis.call('HMGET', KEYS[3], 'exc', 'traceback')
+  saved[2] = saved_traceback(saved[2], KEYS[2], try_no)
   resolve(k, id, now, ARGV[7], outcome, {outcome = outcome})
   local kind = (decision == 'ignore' and 'incident.ignored') or
                (decision == 'timeout' and 'incident.timed_out') or 'incident.failed'

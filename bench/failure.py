@@ -1,0 +1,132 @@
+"""The failure path: how fast a failure reaches the operator stream, what it costs in Redis round
+trips, and how fast an operator's retry runs the body again compared with Celery's own retry."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from interactive_celery import AWAITING_OPERATOR, OperatorAPI
+from interactive_celery.store import store_for
+
+from .harness import Harness, ResultListener, Worker
+from .stats import CommandLog, distribution, per, summary
+from .success import BACKGROUND
+
+FAILING = "bench.fail_then_succeed"
+
+
+def _chunks(values: list, rounds: int) -> list[list]:
+    size = max(1, -(-len(values) // rounds))
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def _last_stream_id(harness: Harness, key: str) -> str:
+    last = harness.client.xrevrange(key, count=1)
+    return last[0][0] if last else "0-0"
+
+
+def stream_latency(harness: Harness, listener: ResultListener, *, n: int, rounds: int, rate_per_s: float) -> dict:
+    """Time from the raise (the exception's message carries it) to the ``incident.opened`` entry's id,
+    which Redis stamps in milliseconds when the park script appends it."""
+    from bench.app import app
+
+    api = OperatorAPI(app, "bench")
+    api.heartbeat()
+    stream = store_for(app).keys.stream
+    start_id = _last_stream_id(harness, stream)
+    ids = []
+    for _ in range(n):
+        ids.append(app.send_task(FAILING).id)
+        time.sleep(1 / rate_per_s)
+    listener.wait(ids, timeout=60 + n / 10, status=AWAITING_OPERATOR)
+    by_id = {}
+    for entry_id, fields in harness.client.xrange(stream, min=f"({start_id}" if start_id != "0-0" else "-"):
+        if fields.get("type") == "incident.opened":
+            raised_ms = float(fields["exc_message"]) * 1000
+            by_id[fields["id"]] = int(entry_id.split("-")[0]) - raised_ms
+    samples = [by_id[i] for i in ids if i in by_id]
+    if len(samples) != n:
+        raise RuntimeError(f"only {len(samples)} of {n} failures reached the stream")
+    dist = distribution(samples, _chunks(samples, rounds), digits=2)
+    return {
+        "figure": "failure -> incident on the stream", "unit": "ms (stream ids have 1 ms resolution)",
+        "value": {"p50": dist["p50"], "p99": dist["p99"]}, "distribution": dist,
+        "n": n, "send_rate_per_s": rate_per_s, "target": "p50 <= 2 ms, p99 <= 10 ms",
+        "met": dist["p50"] <= 2 and dist["p99"] <= 10,
+    }
+
+
+def round_trips(harness: Harness, listener: ResultListener, *, n: int, rounds: int) -> dict:
+    """MONITOR while ``n`` failures park: our own round trips per park, apart from Celery's."""
+    from bench.app import app
+
+    OperatorAPI(app, "bench").heartbeat()
+    ours, inside, state_writes, events = [], [], [], []
+    detail = {}
+    for _ in range(rounds):
+        with CommandLog(harness.client) as log:
+            ids = [app.send_task(FAILING).id for _ in range(n)]
+            listener.wait(ids, timeout=60 + n, status=AWAITING_OPERATOR)
+            time.sleep(0.2)  # the event publish follows the state write
+        counts = log.classify(harness.prefix, BACKGROUND)
+        # The bench's own commands above (send_task, the result subscription) touch neither our keys
+        # nor Celery's result keys' writes, so every "ours" command is the worker's.
+        ours.append(sum(v for (who, _, what), v in counts.items() if who == "client" and what == "ours") / n)
+        inside.append(sum(v for (who, _, what), v in counts.items() if who == "lua") / n)
+        state_writes.append(sum(v for (who, name, what), v in counts.items()
+                                if who == "client" and what == "result" and name in ("SETEX", "SET", "PUBLISH")) / n)
+        events.append(sum(v for (who, name, what), v in counts.items()
+                          if who == "client" and what == "event" and name == "PUBLISH") / n)
+        detail = per(counts, n)
+    value = statistics.median(ours)
+    return {
+        "figure": "Redis round trips of our own on the failure path", "unit": "round trips per park",
+        "value": value, "ours_per_park": summary(ours, 3),
+        "commands_inside_park_script": summary(inside, 1),
+        "celery_state_write_commands_per_park": summary(state_writes, 3),
+        "celery_event_publishes_per_park": summary(events, 3),
+        "last_round_by_command": detail, "n_per_round": n, "rounds": rounds,
+        "target": "1", "met": max(ours) == 1 and min(ours) == 1,
+    }
+
+
+def retry_latency(harness: Harness, listener: ResultListener, *, n: int, rounds: int) -> dict:
+    """Operator retry (decision call -> first line of the next try) vs Celery's
+    ``self.retry(countdown=0)`` (the call -> first line of the retried try), interleaved."""
+    from bench.app import app
+
+    api = OperatorAPI(app, "bench")
+    api.heartbeat()
+    ours, celery = [], []
+    for _ in range(n):
+        parked = app.send_task(FAILING)
+        listener.wait([parked.id], timeout=30, status=AWAITING_OPERATOR)
+        decided = time.time()
+        api.retry(parked.id, wait=0)
+        started = parked.get(timeout=30)
+        ours.append(1000 * (started - decided))
+        started, mark = app.send_task("bench.celery_retry").get(timeout=30)
+        celery.append(1000 * (started - mark))
+        parked.forget()
+    ours_rounds, celery_rounds = _chunks(ours, rounds), _chunks(celery, rounds)
+    d_ours = distribution(ours, ours_rounds, digits=2)
+    d_celery = distribution(celery, celery_rounds, digits=2)
+    ratio_p50 = [statistics.median(o) / statistics.median(c) for o, c in zip(ours_rounds, celery_rounds)]
+    value = round(d_ours["p50"] / d_celery["p50"], 3)
+    return {
+        "figure": "operator retry -> body running again, vs self.retry(countdown=0)", "unit": "ratio of p50",
+        "value": value, "ratio_p50_rounds": summary(ratio_p50, 3),
+        "ratio_p99": round(d_ours["p99"] / d_celery["p99"], 3),
+        "interactive_ms": d_ours, "celery_retry_ms": d_celery, "n": n,
+        "target": "ratio <= 1.1", "met": value <= 1.1,
+    }
+
+
+def run(harness: Harness, worker: Worker, listener: ResultListener, sizes) -> dict:
+    return {
+        "failure_stream_latency": stream_latency(harness, listener, n=sizes.failure_n, rounds=sizes.failure_rounds,
+                                                 rate_per_s=sizes.failure_rate_per_s),
+        "failure_round_trips": round_trips(harness, listener, n=sizes.round_trip_n, rounds=sizes.round_trip_rounds),
+        "retry_latency": retry_latency(harness, listener, n=sizes.retry_n, rounds=sizes.retry_rounds),
+    }
