@@ -26,7 +26,7 @@ def headline(key: str, fig: dict) -> str:
     if key == "success_throughput":
         r, cpu = fig["ratio"], fig["cpu_ratio"]
         t = fig["tasks_per_s"]
-        return (f"{r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}] "
+        return (f"{r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}], totals {fig['ratio_of_totals']:.3f} "
                 f"({t['interactive']['median']:.0f} vs {t['plain']['median']:.0f} tasks/s); "
                 f"worker CPU ratio {cpu['median']:.3f} [{cpu['min']:.3f}..{cpu['max']:.3f}]; "
                 f"+{fig['call_overhead_us']['extra_us']:.1f} us/call")

@@ -1,6 +1,6 @@
 """``make bench`` (``python -m bench.run``): measure every figure of issue 6 and report them.
 
-    python -m bench.run                   # the full run, about 8 minutes on a 2-core machine
+    python -m bench.run                   # the full run, about 9 minutes on a busy 2-core machine
     python -m bench.run --tiny --out x.json   # seconds-sized smoke run (used by the test suite)
     python -m bench.run --only success,failure
 
@@ -31,9 +31,11 @@ GROUPS = ("success", "failure", "deadlines", "scale")
 class Sizes:
     """How much each figure runs. The defaults are the full run; :meth:`tiny` is the smoke run."""
 
-    throughput_n: int = 250          # tasks per kind per round; 20 rounds = 5,000 per kind
-    throughput_rounds: int = 20
-    gate_n: int = 500                # first tries per kind per round under MONITOR
+    throughput_n: int = 5000         # no-op tasks per kind, in alternating blocks of throughput_block
+    throughput_block: int = 100
+    commands_n: int = 500            # tasks per kind per round for commandstats and worker CPU
+    commands_rounds: int = 4
+    gate_n: int = 300                # first tries per kind per round under MONITOR
     gate_rounds: int = 3
     failure_n: int = 500             # failures timed from raise to stream entry
     failure_rounds: int = 5
@@ -45,7 +47,7 @@ class Sizes:
     deadline_n: int = 10_000         # deadlines spread evenly over deadline_spread_s
     deadline_spread_s: float = 100.0
     deadline_rounds: int = 10        # consecutive windows of the spread
-    failure_wait_s: float = 60.0     # how long the replays' FAILUREs are waited for after that
+    failure_wait_s: float = 30.0     # how long the replays' FAILUREs are waited for after that
     scale_n: int = 100_000           # open incidents, all due once a worker starts
     scale_rounds: int = 2
     traceback_bytes: int = 2048
@@ -56,10 +58,11 @@ class Sizes:
 
     @classmethod
     def tiny(cls) -> "Sizes":
-        return cls(throughput_n=20, throughput_rounds=2, gate_n=10, gate_rounds=1, failure_n=8, failure_rounds=2,
-                   round_trip_n=4, round_trip_rounds=2, retry_n=4, retry_rounds=2, deadline_n=40,
-                   deadline_spread_s=2.0, deadline_rounds=2, failure_wait_s=60.0, scale_n=300, scale_rounds=1,
-                   list_reps=3, cli_reps=1, transition_timeout_s=60.0, replay_window_s=1.0)
+        return cls(throughput_n=60, throughput_block=20, commands_n=20, commands_rounds=2, gate_n=10,
+                   gate_rounds=1, failure_n=8, failure_rounds=2, round_trip_n=4, round_trip_rounds=2, retry_n=4,
+                   retry_rounds=2, deadline_n=40, deadline_spread_s=2.0, deadline_rounds=2, failure_wait_s=60.0,
+                   scale_n=300, scale_rounds=1, list_reps=3, cli_reps=1, transition_timeout_s=60.0,
+                   replay_window_s=1.0)
 
 
 def _guarded(figures: dict, keys: tuple[str, ...], fn) -> None:

@@ -7,7 +7,6 @@ Only the traceback is made up: exactly ``traceback_bytes`` long.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import uuid
@@ -108,6 +107,4 @@ def _renamed(template: tuple[dict, dict, dict], task_id: str, now: float) -> tup
     old = fields["id"]
     fields = {k: (v.replace(old, task_id) if isinstance(v, str) else v) for k, v in fields.items()}
     record = dict(record, started_at=now - 0.01, ended_at=now)
-    message = dict(message)
-    body = json.loads(json.dumps(message))  # the private record holds no task id of its own
-    return fields, record, body
+    return fields, record, dict(message)  # the private record holds no task id of its own

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
+import re
 import socket
 import time
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -19,7 +22,10 @@ from .config import TASK_KEYWORDS, FlowParams, settings_for
 from .incidents import incident_view, iso, tries_view
 from .store import Store, store_for
 
+logger = logging.getLogger("interactive_celery")
+
 MIN_PREFIX = 8
+_EVENT_TYPE = re.compile(r"incident\.[a-z_]+")
 DECISIONS = ("retry", "fail", "ignore")
 _UNAPPLIED = ("decided",)
 
@@ -30,6 +36,29 @@ def default_operator() -> str:
 
 def default_groups() -> tuple[str, ...]:
     return tuple(g.strip() for g in os.environ.get("INTERACTIVE_GROUPS", "").split(",") if g.strip())
+
+
+def has_control(text: str, allowed: str = "") -> bool:
+    """True if ``text`` holds a control character (Unicode category Cc) other than ``allowed``:
+    shown to other operators, it could move their terminal's cursor or rewrite their screen."""
+    return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
+
+
+def _inert(value: str) -> str:
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" and ch not in "\n\t" else ch
+                   for ch in value)
+
+
+def parse_stream_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
+    """:func:`stream_entry`, or None for an entry this library did not write (no ``incident.*``
+    type or no id) or cannot read. Its strings are made inert: control characters are escaped."""
+    task_id = fields.get("id") or ""
+    if not _EVENT_TYPE.fullmatch(fields.get("type", "")) or not task_id or "\ufffd" in task_id:
+        return None  # U+FFFD: bytes that were not UTF-8 (see Store)
+    try:
+        return stream_entry(entry_id, {k: _inert(v) for k, v in fields.items()})
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def stream_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -66,14 +95,17 @@ class OperatorAPI:
     def __init__(self, app, operator: str | None = None, groups: Sequence[str] | None = None,
                  store: Store | None = None):
         name = (operator or default_operator()).strip()
-        if not name or any(ch in name for ch in "\n\r\t") or name.startswith("team:"):
+        if not name or has_control(name) or name.startswith("team:"):
             raise errors.BadInput(f"invalid operator name {operator!r}")
         self.app = app
         self.operator = name
         self.groups = tuple(groups if groups is not None else default_groups())
+        if any(not isinstance(g, str) or not g.strip() or has_control(g) for g in self.groups):
+            raise errors.BadInput(f"invalid group names {list(self.groups)!r}")
         self.settings = settings_for(app)
         self.store = store or store_for(app)
         self.host = socket.gethostname()
+        self._skipped_ids: set[str] = set()
 
     # -- presence ---------------------------------------------------------------------------------
 
@@ -167,10 +199,32 @@ class OperatorAPI:
 
         Unlike the other calls this is no heartbeat: a console polls it every second, and its
         owner heartbeats on its own schedule.
+
+        Entries another program wrote on the stream, or that cannot be read, are skipped with a
+        warning in the ``interactive_celery`` log; reading goes on past them.
         """
         block_ms = None if block_s is None else max(1, int(block_s * 1000))
-        return [stream_entry(entry_id, fields)
-                for entry_id, fields in self.store.read_stream(after, block_ms=block_ms, count=count)]
+        while True:
+            entries = self.store.read_stream(after, block_ms=block_ms, count=count)
+            events = []
+            for entry_id, fields in entries:
+                event = parse_stream_entry(entry_id, fields)
+                if event is None:
+                    self._skipped(entry_id, fields)
+                else:
+                    events.append(event)
+            if events or not entries:
+                return events
+            after = entries[-1][0]  # only foreign entries in this batch: read on past them
+
+    def _skipped(self, entry_id: str, fields: dict[str, str]) -> None:
+        # A reader that lags behind a foreign entry reads it again on its next call: say it once.
+        if entry_id not in self._skipped_ids:
+            if len(self._skipped_ids) > 10000:
+                self._skipped_ids.clear()
+            self._skipped_ids.add(entry_id)
+            logger.warning("interactive: skipping a foreign or malformed operator-stream entry %s: %.200r",
+                           entry_id, fields)
 
     # -- deciding ---------------------------------------------------------------------------------
 
@@ -194,6 +248,8 @@ class OperatorAPI:
         options_json = self._decision_options(decision, overrides or {})
         if not isinstance(wait, (int, float)) or wait < 0:
             raise errors.BadInput(f"wait must be a number of seconds >= 0, not {wait!r}")
+        if reason is not None and (not isinstance(reason, str) or has_control(reason, "\n\r\t")):
+            raise errors.BadInput(f"the reason must be text without control characters, not {reason!r}")
         try:
             result_json = json.dumps(result) if decision == "ignore" else ""
         except (TypeError, ValueError) as exc:

@@ -336,14 +336,15 @@ def ignore(api: OperatorAPI, out: Out, ref: str, result_json: str | None, reason
 @operator_command("watch", json_option=False)
 @click.option("--everyone", is_flag=True, help="Include incidents addressed to other operators.")
 @click.option("--heartbeat-every", "heartbeat_s", type=click.FloatRange(min=1), default=None,
-              metavar="SECONDS", help="Heartbeat interval (default: a third of the activity limit, at most 30s).")
+              metavar="SECONDS", help="Heartbeat interval (default: a third of the activity limit, at most 5s).")
 def watch(api: OperatorAPI, out: Out, everyone: bool, heartbeat_s: float | None) -> None:
     """Live console: keeps you online, shows incidents as they arrive, decides with single keys
     (r retry, f fail, i ignore, q quit). Prints plain lines when stdout is not a terminal."""
     from .console import Watch
 
     limit_s = api.settings.flow.limit_minutes * 60
-    every = heartbeat_s or max(1.0, min(30.0, limit_s / 3 if limit_s else 30.0))
+    # Often enough for tasks whose own limit is shorter than the app-wide one.
+    every = heartbeat_s or max(1.0, min(5.0, limit_s / 3 if limit_s else 5.0))
     Watch(api, out.console, everyone=everyone, heartbeat_s=every).run()
 
 

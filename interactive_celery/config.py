@@ -9,6 +9,7 @@ failure path. Per-flow parameters are layered: app, then task (decorator keyword
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Mapping
@@ -119,7 +120,8 @@ _APP_FLOW_KEYS = {
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: NaN would pass every comparison and infinity overflows int()."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _minutes(name: str, value: Any, where: str, *, optional: bool = False) -> float | None:
@@ -231,6 +233,8 @@ def _validate_scalars(values: dict[str, Any], defaults: Settings, where: str) ->
     values["redact_keys"] = tuple(k.lower() for k in keys)
     if not isinstance(values.get("allow_any_operator", False), bool):
         raise ConfigurationError(f"{where}: interactive_allow_any_operator must be True or False")
+    if not isinstance(values.get("flower_url", ""), str):
+        raise ConfigurationError(f"{where}: interactive_flower_url must be a URL string, got {values['flower_url']!r}")
 
 
 def check_timeout_fits(settings: Settings, flow: FlowParams, where: str) -> None:

@@ -32,13 +32,26 @@ def cap_text(text: str, max_chars: int) -> str:
 
 
 def cap_traceback(text: str, max_bytes: int) -> str:
-    """Keep the tail of a traceback (the failing frames and the exception) within ``max_bytes``."""
-    data = text.encode("utf-8", "replace")
-    if len(data) <= max_bytes:
-        return text
+    """Keep the tail of a traceback (the failing frames and the exception) within ``max_bytes``;
+    a line longer than an eighth of that is cut first, so one huge message keeps its frames.
+    Control characters other than newline and tab are escaped, as in :func:`clean_text`: the
+    traceback holds the exception message, and the CLI prints it as is to operators' terminals."""
     marker = "…[traceback truncated]…\n"
-    tail = data[-(max_bytes - len(marker.encode())):].decode("utf-8", "ignore")
-    return marker + tail
+    line_max = max(64, max_bytes // 8)
+    if len(text) > line_max:  # a huge line (the message, mostly) must not push the frames out
+        text = "\n".join(cap_text(line, line_max) for line in text.split("\n"))
+    for _ in range(2):  # escaping can lengthen the text; then cap the escaped tail once more
+        data = text.encode("utf-8", "replace")
+        if len(data) > max_bytes:
+            text = marker + data[-(max_bytes - len(marker.encode())):].decode("utf-8", "ignore")
+        text = _escape_controls(text)
+    return text
+
+
+def _escape_controls(text: str) -> str:
+    if text.replace("\n", "").replace("\t", "").isprintable():  # the usual case: C-level passes only
+        return text
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else repr(ch)[1:-1] for ch in text)
 
 
 def _sensitive(key: Any, redact_keys: Iterable[str]) -> bool:
@@ -60,22 +73,33 @@ def redact(value: Any, redact_keys: tuple[str, ...], _depth: int = 0) -> Any:
 
 
 def redact_call(args: Any, kwargs: Any, *, argsrepr: str | None, kwargsrepr: str | None,
-                redact_keys: tuple[str, ...], max_chars: int) -> tuple[str, str]:
+                redact_keys: tuple[str, ...], max_chars: int, celery_maxsize: int = 1024,
+                celery_maxlevels: int = 3) -> tuple[str, str]:
     """The args and kwargs an operator may see.
 
     A caller who set ``argsrepr``/``kwargsrepr`` explicitly decided what is safe to show, so that wins.
     Celery fills both with ``saferepr`` by default, which would show secrets; we tell the two apart by
-    comparing with the default.
+    comparing with every form of the default (see :func:`celery_default_reprs`).
     """
     shown = []
     for value, given in ((args, argsrepr), (kwargs, kwargsrepr)):
-        default = saferepr(value) if value is not None else None
-        if given is not None and given != default:
+        if given is not None and given not in celery_default_reprs(value, celery_maxsize, celery_maxlevels):
             text = given
         else:
             text = saferepr(redact(value if value is not None else (), redact_keys), maxlen=max_chars)
         shown.append(cap_text(str(text), max_chars))
     return shown[0], shown[1]
+
+
+def celery_default_reprs(value: Any, maxsize: int, maxlevels: int) -> set[str]:
+    """What Celery may have put in ``argsrepr``/``kwargsrepr`` when the caller set nothing:
+    ``saferepr`` cut at ``AMQP.argsrepr_maxsize`` (1024; a longer call looks "explicit" to a plain
+    comparison and its secrets would show), of args sent as a tuple but delivered as a list."""
+    if value is None:
+        return set()
+    forms = [value, tuple(value), list(value)] if isinstance(value, (list, tuple)) else [value]
+    return {saferepr(form, size, maxlevels=levels) for form in forms
+            for size in (maxsize, None) for levels in (maxlevels, 3)}
 
 
 def clean_text(text: str, max_chars: int) -> str:
@@ -144,7 +168,10 @@ def incident_view(raw: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _FLOATS:
-            out[key] = iso(value)
+            try:
+                out[key] = iso(value)
+            except (ValueError, OverflowError):  # edited by hand: show what is there
+                out[key] = value
         elif key in _INTS or key in _NUMBERS:
             try:
                 out[key] = int(value) if key in _INTS else float(value)

@@ -56,9 +56,11 @@ class Store:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.url = settings.redis_url
+        # encoding_errors="replace": bytes that are not UTF-8 (a foreign stream entry, a key edited
+        # by hand) read as U+FFFD instead of failing the whole reply, so readers can skip them.
         self.client = client or redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
-            health_check_interval=30,
+            settings.redis_url, decode_responses=True, encoding_errors="replace", socket_connect_timeout=5,
+            socket_timeout=30, health_check_interval=30,
         )
         self._scripts = {name: self.client.register_script(_load_script(name)) for name in _SCRIPTS}
 
@@ -72,6 +74,9 @@ class Store:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 redis.exceptions.AuthenticationError) as exc:
             raise errors.RedisUnavailable(safe_url(self.url), exc) from None
+        except UnicodeDecodeError as exc:  # an injected client that decodes strictly
+            raise errors.CorruptData(f"bytes that are not UTF-8 under the {self.settings.key_prefix!r} "
+                                     f"prefix: {exc}") from None
         except redis.exceptions.ResponseError as exc:
             text = str(exc)
             if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
@@ -173,11 +178,14 @@ class Store:
             return self.client.hgetall(self.keys.incident(task_id))
 
     def incidents(self, task_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The incident hashes, in order; ``{}`` for one that is gone or is not a hash (a key edited
+        by hand must not hide every other incident from the list)."""
         with self.guard():
             pipe = self.client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.hgetall(self.keys.incident(task_id))
-            return pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+        return [{} if isinstance(reply, Exception) else reply for reply in replies]
 
     def tries(self, task_id: str) -> dict[str, str]:
         with self.guard():

@@ -202,7 +202,8 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
     args_shown, kwargs_shown = incidents.redact_call(
         request.args, request.kwargs, argsrepr=getattr(request, "argsrepr", None),
         kwargsrepr=getattr(request, "kwargsrepr", None), redact_keys=settings.redact_keys,
-        max_chars=settings.repr_max_chars)
+        max_chars=settings.repr_max_chars, celery_maxsize=task.app.amqp.argsrepr_maxsize,
+        celery_maxlevels=task.app.conf.get("task_repr_maxlevels") or 3)
     from .templates import render_message  # local: templates import config only
 
     subject, body = render_message(params, task_name=task.name, task_id=request.id, exc_type=exc_type,
@@ -223,7 +224,7 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
     try:
         status, detail = store_for(task.app).park(
             request.id, try_no, now=now, cutoff=now - params.limit_minutes * 60, deadline=now + params.timeout_s,
-            fields=fields, try_record=record, message=_message(task, exc, header),
+            fields=fields, try_record=record, message=_message(task, exc, header, (args_shown, kwargs_shown)),
             addressed=params.operators)
     except InteractiveError as err:
         # Never lose the failure because Redis is away: fail it the plain Celery way, loudly.
@@ -254,15 +255,21 @@ def parked_meta(incident: dict) -> dict:
             "operators": json.loads(incident.get("addressed") or "[]"), "subject": incident.get("subject", "")}
 
 
-def _message(task: Task, exc: Exception, header: dict | None) -> dict[str, str]:
+def _message(task: Task, exc: Exception, header: dict | None,
+             shown: tuple[str, str] | None = None) -> dict[str, str]:
     """The private record needed to re-send this flow: never shown to operators. The traceback is
     not repeated here: the try record keeps it, and the scripts read it from there (2 KB less per
-    incident with a 2 KB traceback; make bench, issue 6)."""
+    incident with a 2 KB traceback; make bench, issue 6). ``shown`` is what operators see of the
+    args and kwargs; the re-sent message carries it as its argsrepr/kwargsrepr."""
     request = task.request
     options = dict(task.signature_from_request(request, request.args, request.kwargs).options)
     # expires is absolute: an operator retry after it would be stored as REVOKED.
     for key in ("expires", "task_id", "retries", "countdown", "eta", "headers"):
         options.pop(key, None)
+    # Without these, Celery would compute its default repr of the real arguments for the re-sent
+    # message: a caller's explicit argsrepr would be lost, and the next try would show the secret.
+    if shown is not None:
+        options["argsrepr"], options["kwargsrepr"] = shown
     payload = {"task": task.name, "args": list(request.args or ()), "kwargs": dict(request.kwargs or {}),
                "options": options, "headers": custom_headers(request),
                "params": (header or {}).get("params") or {}}

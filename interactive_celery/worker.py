@@ -18,7 +18,7 @@ from typing import Any
 from celery import bootsteps
 from celery.app.task import Context
 from celery.states import READY_STATES, REVOKED
-from kombu.serialization import loads
+from kombu.serialization import loads, prepare_accept_content
 
 from . import incidents
 from .attach import enable_plain_tasks
@@ -50,9 +50,12 @@ def check_server(store: Store) -> dict[str, Any]:
     return info
 
 
-def decode_message(fields: dict[str, str]) -> dict[str, Any]:
+def decode_message(fields: dict[str, str], accept: Any = None) -> dict[str, Any]:
+    """The stored message. ``accept`` is the app's ``accept_content``: without it kombu refuses
+    pickle, so a pickle task's decision could never be applied."""
     data = base64.b64decode(fields["body"])
-    return loads(data, fields["content_type"], fields["content_encoding"])
+    return loads(data, fields["content_type"], fields["content_encoding"],
+                 accept=prepare_accept_content(accept) if accept else None)
 
 
 class Applier:
@@ -121,7 +124,15 @@ class Applier:
                 entries += self.store.claim_stale_decisions(
                     self.hostname, min_idle_ms=int(self.settings.claim_idle_s * 1000))
             for entry_id, fields in entries:
-                self.apply_entry(fields)
+                try:
+                    self.apply_entry(fields)
+                except InteractiveError:
+                    raise  # Redis trouble: the entry stays pending and is claimed again later
+                except Exception:
+                    # Data no retry can fix (a record edited by hand): say so once and move on, or
+                    # every later decision read with it would wait for the claim.
+                    logger.exception("interactive: cannot apply decision entry %s %.200r; dropping it",
+                                     entry_id, fields)
                 crash_point("apply.sent")
                 self.store.ack_decision(entry_id)
 
@@ -166,7 +177,7 @@ class Applier:
         return True
 
     def send(self, task_id: str, applied: Applied) -> None:
-        payload = decode_message(applied.message)
+        payload = decode_message(applied.message, self.app.conf.accept_content)
         params = {**(payload.get("params") or {}), **applied.options}
         header = {"v": 1, "try": applied.try_no, "fence": applied.fence, "params": params}
         if applied.decision != "retry":
@@ -252,7 +263,7 @@ class Applier:
         saved = self.store.fallback(task_id, now=now)
         if saved is None:
             return 0
-        payload = decode_message(saved)
+        payload = decode_message(saved, self.app.conf.accept_content)
         options = payload["options"]
         exc = incidents.rebuild_exception(saved["exc"])
         exc.add_note(f"Original traceback (kept by interactive_celery):\n{saved['traceback']}")

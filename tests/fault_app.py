@@ -35,6 +35,10 @@ def fixed_key(prefix: str, task_id: str) -> str:
     return f"fault-{prefix}:fixed:{task_id}"
 
 
+def gate_key(prefix: str, task_id: str) -> str:
+    return f"fault-{prefix}:gate:{task_id}"
+
+
 def configure(app: Celery, prefix: str, *, visibility_s: float = 3.0, acks_late: bool = True,
               interactive_redis_url: str | None = None) -> Celery:
     app.conf.update(
@@ -60,17 +64,21 @@ def configure(app: Celery, prefix: str, *, visibility_s: float = 3.0, acks_late:
 
 
 def add_tasks(app: Celery):
-    """``fault.flaky(pause_first_s=0)`` counts its run, then fails until its flow is marked fixed. With
-    ``pause_first_s`` its first run sleeps that long before failing (to outlast the visibility timeout)."""
+    """``fault.flaky()`` counts its run, then fails until its flow is marked fixed. With ``gated=True``
+    its first run waits (up to a minute) until the test opens the flow's gate, then fails: it
+    outlasts the broker's visibility timeout for as long as the test wants."""
     prefix = app.conf.interactive_key_prefix
     url = app.conf.broker_url
 
     @app.task(base=InteractiveTask, bind=True, name=TASK, shared=False)
-    def flaky(self, pause_first_s: float = 0.0, **_secrets):
+    def flaky(self, gated: bool = False, **_secrets):
         client = _client(url)
         runs = client.incr(runs_key(prefix, self.request.id))
-        if runs == 1 and pause_first_s:
-            time.sleep(pause_first_s)
+        if runs == 1 and gated:
+            deadline = time.monotonic() + 60
+            while not client.get(gate_key(prefix, self.request.id)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise Broken(f"gated run of {self.request.id} failed")
         if client.get(fixed_key(prefix, self.request.id)):
             return f"ok after {runs} runs"
         raise Broken(f"run {runs} of {self.request.id} failed")

@@ -14,17 +14,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from kombu.serialization import dumps
 
-from interactive_celery import incidents
+from interactive_celery import AWAITING_OPERATOR, OperatorAPI, incidents
 from interactive_celery.faults import ENV as CRASH_ENV, GROUP_ENV, ONCE_ENV
 from interactive_celery.keys import Keys
 from interactive_celery.store import Store
 from interactive_celery.testing import wait_for
+from tests.conftest import cleanup
+from tests.fault_app import build, fixed_key, gate_key, runs_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SLOW = 60  # liveness bound for anything that needs a worker start or a redelivery
 
 
 class WorkerProcess:
@@ -172,3 +176,88 @@ def unacked(client: redis.Redis, queue: str) -> int:
         _message, exchange, routing_key = json.loads(raw)
         count += queue in (exchange, routing_key)
     return count
+
+
+# -- crash and restart experiments ------------------------------------------------------------------
+
+class Lab:
+    """One crash experiment: its own key prefix and queue, the test's app, workers it can kill."""
+
+    def __init__(self, redis_url, rclient, tmp_path, *, acks_late: bool = True, visibility_s: float = 3.0):
+        self.redis_url, self.rclient, self.tmp_path = redis_url, rclient, tmp_path
+        self.prefix = f"f{uuid.uuid4().hex[:10]}"
+        self.acks_late, self.visibility_s = acks_late, visibility_s
+        self.app = build(redis_url, self.prefix, acks_late=acks_late, visibility_s=visibility_s)
+        self.flaky = self.app.tasks["fault.flaky"]
+        self.alice = OperatorAPI(self.app, "alice")
+        self.marker = tmp_path / f"crashed-{self.prefix}"
+        self.workers: list[WorkerProcess] = []
+
+    def worker(self, name: str, *, crash_at: str | None = None, group: bool = False) -> WorkerProcess:
+        if crash_at:
+            self.marker.touch()  # disarmed until the test removes the marker
+        worker = WorkerProcess(self.redis_url, self.prefix, self.tmp_path, name=name, crash_at=crash_at,
+                               marker=self.marker if crash_at else None, group=group, acks_late=self.acks_late,
+                               visibility_s=self.visibility_s)
+        self.workers.append(worker)
+        return worker.start()
+
+    def arm(self) -> None:
+        self.marker.unlink()
+
+    def wait_crash(self) -> None:
+        wait_for(self.marker.exists, timeout=SLOW, what="the crash point to be reached")
+
+    def runs(self, task_id: str) -> int:
+        return int(self.rclient.get(runs_key(self.prefix, task_id)) or 0)
+
+    def fix(self, task_id: str) -> None:
+        self.rclient.set(fixed_key(self.prefix, task_id), "1")
+
+    def open_gate(self, task_id: str) -> None:
+        self.rclient.set(gate_key(self.prefix, task_id), "1")
+
+    def incident(self, task_id: str) -> dict:
+        return self.alice.store.incident(task_id)
+
+    def wait_parked(self, result, try_no: int) -> dict:
+        def parked():
+            raw = self.incident(result.id)
+            return raw if raw.get("state") == "open" and raw.get("try") == str(try_no) \
+                and result.state == AWAITING_OPERATOR else None
+
+        raw = wait_for(parked, timeout=SLOW, what=f"{result.id} parked at try {try_no}")
+        self.wait_acked()
+        return raw
+
+    def wait_acked(self) -> None:
+        """Parked flows are acknowledged by the worker's main process a moment after the pool child
+        stored AWAITING_OPERATOR; a crash before that ack would redeliver them too."""
+        queue = self.app.conf.task_default_queue
+        wait_for(lambda: unacked(self.rclient, queue) == 0, timeout=SLOW, what="parked flows to be acked")
+
+    def events(self, task_id: str) -> list[str]:
+        return stream_types(self.rclient, self.prefix, task_id)
+
+    def tries(self, task_id: str) -> list[int]:
+        return sorted(int(n) for n in self.rclient.hkeys(Keys(self.prefix).tries(task_id)))
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        for key in self.rclient.scan_iter(match=f"fault-{self.prefix}:*"):
+            self.rclient.delete(key)
+        cleanup(self.app, self.rclient)
+
+
+@pytest.fixture
+def lab_factory(redis_url, rclient, tmp_path):
+    made: list[Lab] = []
+
+    def factory(**options) -> Lab:
+        made.append(Lab(redis_url, rclient, tmp_path, **options))
+        return made[-1]
+
+    yield factory
+    for lab in made:
+        lab.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,6 +173,9 @@ def test_demo_killed_outright_still_leaves_no_process_behind():
     port = int(re.search(r"Redis\s+redis://127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
     wait_for(lambda: not tagged(tag) and not redis_servers(port), timeout=30,
              what=f"orphans to go: {tagged(tag)} {redis_servers(port)}")
+    # Its temporary folder is the one thing a killed demo cannot remove.
+    inbox = Path(re.search(r"Inbox\s+(\S+)", "".join(lines)).group(1))
+    shutil.rmtree(inbox.parent, ignore_errors=True)
 
 
 def test_interactive_demo_embeds_the_watch_console():

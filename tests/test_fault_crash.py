@@ -11,100 +11,14 @@ Body runs are counted with INCR on a Redis key of the test's own, so the count s
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass
 
 import pytest
 
-from interactive_celery import AWAITING_OPERATOR, OperatorAPI
-from interactive_celery.keys import Keys
 from interactive_celery.testing import wait_for
-from tests.conftest import cleanup
-from tests.fault_app import Broken, build, fixed_key, runs_key
-from tests.fault_support import WorkerProcess, stream_types, unacked
+from tests.fault_app import Broken
+from tests.fault_support import SLOW, Lab, WorkerProcess, lab_factory  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
-
-SLOW = 60  # liveness bound for anything that needs a worker start or a redelivery
-
-
-class Lab:
-    """One crash experiment: its own key prefix and queue, the test's app, workers it can kill."""
-
-    def __init__(self, redis_url, rclient, tmp_path, *, acks_late: bool = True):
-        self.redis_url, self.rclient, self.tmp_path = redis_url, rclient, tmp_path
-        self.prefix = f"f{uuid.uuid4().hex[:10]}"
-        self.acks_late = acks_late
-        self.app = build(redis_url, self.prefix, acks_late=acks_late)
-        self.flaky = self.app.tasks["fault.flaky"]
-        self.alice = OperatorAPI(self.app, "alice")
-        self.marker = tmp_path / f"crashed-{self.prefix}"
-        self.workers: list[WorkerProcess] = []
-
-    def worker(self, name: str, *, crash_at: str | None = None, group: bool = False) -> WorkerProcess:
-        if crash_at:
-            self.marker.touch()  # disarmed until the test removes the marker
-        worker = WorkerProcess(self.redis_url, self.prefix, self.tmp_path, name=name, crash_at=crash_at,
-                               marker=self.marker if crash_at else None, group=group, acks_late=self.acks_late)
-        self.workers.append(worker)
-        return worker.start()
-
-    def arm(self) -> None:
-        self.marker.unlink()
-
-    def wait_crash(self) -> None:
-        wait_for(self.marker.exists, timeout=SLOW, what="the crash point to be reached")
-
-    def runs(self, task_id: str) -> int:
-        return int(self.rclient.get(runs_key(self.prefix, task_id)) or 0)
-
-    def fix(self, task_id: str) -> None:
-        self.rclient.set(fixed_key(self.prefix, task_id), "1")
-
-    def incident(self, task_id: str) -> dict:
-        return self.alice.store.incident(task_id)
-
-    def wait_parked(self, result, try_no: int) -> dict:
-        def parked():
-            raw = self.incident(result.id)
-            return raw if raw.get("state") == "open" and raw.get("try") == str(try_no) \
-                and result.state == AWAITING_OPERATOR else None
-
-        raw = wait_for(parked, timeout=SLOW, what=f"{result.id} parked at try {try_no}")
-        self.wait_acked()
-        return raw
-
-    def wait_acked(self) -> None:
-        """Parked flows are acknowledged by the worker's main process a moment after the pool child
-        stored AWAITING_OPERATOR; a crash before that ack would redeliver them too."""
-        queue = self.app.conf.task_default_queue
-        wait_for(lambda: unacked(self.rclient, queue) == 0, timeout=SLOW, what="parked flows to be acked")
-
-    def events(self, task_id: str) -> list[str]:
-        return stream_types(self.rclient, self.prefix, task_id)
-
-    def tries(self, task_id: str) -> list[int]:
-        return sorted(int(n) for n in self.rclient.hkeys(Keys(self.prefix).tries(task_id)))
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.kill()
-        for key in self.rclient.scan_iter(match=f"fault-{self.prefix}:*"):
-            self.rclient.delete(key)
-        cleanup(self.app, self.rclient)
-
-
-@pytest.fixture
-def lab_factory(redis_url, rclient, tmp_path):
-    made: list[Lab] = []
-
-    def factory(**options) -> Lab:
-        made.append(Lab(redis_url, rclient, tmp_path, **options))
-        return made[-1]
-
-    yield factory
-    for lab in made:
-        lab.close()
 
 
 def _restart_if_dead(lab: Lab, crashed: WorkerProcess, scope: str) -> None:

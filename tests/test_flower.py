@@ -103,15 +103,24 @@ def park(stack: Stack, batch: str) -> str:
     return result.id
 
 
-def test_parked_flow_shows_as_awaiting_operator_then_success_after_retry(stack, alice):
-    """Flower lists a parked flow under AWAITING_OPERATOR; after the operator's retry the same task
-    id is SUCCESS, having gone through RETRY, RECEIVED, STARTED and SUCCESS."""
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    """The operator CLI as a person runs it: `interactive-celery -A examples.invoices …`."""
+    return subprocess.run([str(Path(sys.executable).parent / "interactive-celery"), "-A", processes.APP, *args],
+                          env={**stack.env, "INTERACTIVE_OPERATOR": "alice"}, cwd=processes.ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_parked_flow_shows_as_awaiting_operator_then_success_after_a_cli_retry(stack, alice):
+    """Flower lists a parked flow under AWAITING_OPERATOR; the id copied from Flower (a prefix is
+    enough) retries it with the CLI, and Flower then shows the same task id SUCCESS, having gone
+    through RETRY, RECEIVED, STARTED and SUCCESS."""
     task_id = park(stack, "late-arrival")  # not in the inbox yet
     entry = flower_state(stack.flower_url, task_id, AWAITING_OPERATOR)
     assert entry["name"] == IMPORT
 
     stack.batch("late-arrival", "L-1,Late Ltd,10.00,EUR")
-    alice.retry(task_id, reason="the file arrived", wait=10)
+    retried = cli(stack, "retry", task_id[:8], "--reason", "the file arrived", "--wait", "10")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
     flower_state(stack.flower_url, task_id, "SUCCESS")
     assert task_id not in processes.flower_tasks(stack.flower_url, AWAITING_OPERATOR)
     status, info = processes.http_get(f"{stack.flower_url}/api/task/info/{task_id}")
@@ -151,9 +160,7 @@ def test_flower_started_after_the_park_does_not_show_it_but_list_does(stack, ali
     assert task_id not in processes.flower_tasks(late_flower)
     assert task_id in processes.flower_tasks(stack.flower_url, AWAITING_OPERATOR)
 
-    cli = subprocess.run([str(Path(sys.executable).parent / "interactive-celery"), "-A", processes.APP,
-                          "list", "--json"], env={**stack.env, "INTERACTIVE_OPERATOR": "alice"},
-                         cwd=processes.ROOT, capture_output=True, text=True, timeout=60)
-    assert cli.returncode == 0, cli.stderr
-    assert task_id in cli.stdout
+    listed = cli(stack, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert task_id in listed.stdout
     alice.fail(task_id, reason="test over", wait=10)

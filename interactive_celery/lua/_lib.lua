@@ -47,3 +47,16 @@ local function resolve(k, id, now, retention, outcome, extra)
   redis.call('EXPIRE', k.incident, retention)
   redis.call('EXPIRE', k.tries, retention)
 end
+
+-- Refuse keys that hold another type (edited by hand, or written by something else): checked
+-- before the first write, so a refused script changes nothing. The error starts with WRONGTYPE,
+-- which the store turns into CorruptData. kinds[i] is the type expected of KEYS[i].
+local function check_types(kinds)
+  for i, kind in ipairs(kinds) do
+    local found = redis.call('TYPE', KEYS[i]).ok
+    if found ~= 'none' and found ~= kind then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', not a ' .. kind)
+    end
+  end
+  return nil
+end

@@ -7,11 +7,17 @@
 -- Returns: {'ok', try} | {'unknown'} | {'superseded', why} | {'not_waiting', state}
 --        | {'decided', decision, by, at, reason} | {'not_addressed', addressed JSON}
 --        | {'not_due'} (timeout only: the deadline moved or is not reached)
+-- Errors: WRONGTYPE when a key holds another type or the incident lacks id/try (nothing written)
+local refused = check_types({'hash', 'zset', 'zset', 'zset', 'stream', 'stream', 'zset', 'zset', 'hash', 'hash'})
+if refused then return refused end
 local now, decision, operator = ARGV[1], ARGV[2], ARGV[3]
 local cur = redis.call('HMGET', KEYS[1], 'state', 'try', 'decision', 'decided_by', 'decided_at',
                        'reason', 'superseded_why', 'addressed', 'id')
 local state, try_no, id = cur[1], cur[2], cur[9]
 if not state then return {'unknown'} end
+if not id or not try_no then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' lacks its id or try field')
+end
 if state == 'superseded' then return {'superseded', cur[7] or ''} end
 if state ~= 'open' then
   if cur[3] then return {'decided', cur[3], cur[4] or '', cur[5] or '', cur[6] or ''} end

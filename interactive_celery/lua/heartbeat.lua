@@ -2,6 +2,9 @@
 -- KEYS: 1 presence zset, 2 operator hash
 -- ARGV: 1 now, 2 operator name, 3 groups (JSON array), 4 host, 5 retention (s), 6 presence cutoff
 -- Returns: number of presence entries seen since the cutoff (operators and groups)
+-- Errors: WRONGTYPE when a key holds another type (nothing written)
+local refused = check_types({'zset', 'hash'})
+if refused then return refused end
 local groups = cjson.decode(ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 for _, g in ipairs(groups) do redis.call('ZADD', KEYS[1], ARGV[1], 'team:' .. g) end

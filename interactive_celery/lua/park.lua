@@ -4,9 +4,13 @@
 -- ARGV: 1 now (unix s), 2 task id, 3 try number, 4 presence cutoff (unix s), 5 deadline (unix s),
 --       6 stream maxlen, 7 retention (s), 8 incident fields (JSON object), 9 try record (JSON),
 --       10 message fields (JSON object), 11 addressed names (JSON array; empty = anyone)
--- Returns: {'parked', stream id} | {'already', state} (same try parked before: redelivery)
---        | {'unattended'} (nothing written) | {'closed'} (a retried try failed unattended; incident
---          resolved as failed) | {'stale', state} (an older try than the incident's: a duplicate)
+-- Returns: {'parked', stream id} | {'already', 'open'} (same try parked before and still open:
+--          a redelivery) | {'unattended'} (nothing written) | {'closed'} (a retried try failed
+--          unattended; incident resolved as failed) | {'stale', state} (an older try than the
+--          incident's, or the same try after a decision on it: a duplicate; nothing written)
+-- Errors: WRONGTYPE when a key holds another type (nothing written)
+local refused = check_types({'hash', 'hash', 'hash', 'zset', 'zset', 'zset', 'zset', 'zset', 'stream', 'zset'})
+if refused then return refused end
 local now, id, try_no = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local k = {incident = KEYS[1], tries = KEYS[2], message = KEYS[3], open = KEYS[4], active = KEYS[5],
            deadlines = KEYS[6], resolved = KEYS[7]}
@@ -15,7 +19,9 @@ local cur = redis.call('HMGET', KEYS[1], 'state', 'try')
 local state, cur_try = cur[1], tonumber(cur[2] or '0')
 if state then
   if try_no < cur_try or (FINAL[state] and try_no <= cur_try) then return {'stale', state} end
-  if try_no == cur_try and state ~= 'running' then return {'already', state} end
+  -- Once decided, a late copy of the same try must not re-announce it: the decision owns the flow.
+  if try_no == cur_try and state == 'open' then return {'already', state} end
+  if try_no == cur_try and state ~= 'running' then return {'stale', state} end
 end
 
 local attended = false

@@ -56,7 +56,8 @@ class Console:
         self.flower_url = flower.rstrip("/") if flower.startswith(("http://", "https://")) else None
         limit_s = self.settings.flow.limit_minutes * 60
         # An open page heartbeats often enough that its operator never drops out of presence.
-        self.presence_interval_s = min(60.0, max(1.0, limit_s / 3)) if limit_s else 60.0
+        # Often enough for tasks whose own limit is shorter than the app-wide one.
+        self.presence_interval_s = min(5.0, max(1.0, limit_s / 3)) if limit_s else 5.0
         self.executor = ThreadPoolExecutor(max_threads, thread_name_prefix="interactive-web")
         self._apis: dict[tuple[str, tuple[str, ...]], OperatorAPI] = {}
         from .live import StreamHub  # live imports the handlers' base, which imports this module
