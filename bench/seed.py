@@ -74,7 +74,7 @@ class Seeder:
             record = incidents.try_record(1, worker=request.hostname, started_at=now - 0.01, ended_at=now,
                                           outcome="failed", exc_type=exc_type, exc_message=exc_message,
                                           traceback=self.traceback)
-            message = task_module._message(task, exc, None)
+            message = task_module._message(task, exc, None, (args_shown, kwargs_shown))
         finally:
             task.pop_request()
         return fields, record, message

@@ -28,7 +28,8 @@ key                            type        content and TTL
 ``P:stream``                   stream      operator messages (incident.opened, .decided, ...),
                                            capped with ``MAXLEN ~ interactive_stream_maxlen``.
 ``P:decisions``                stream      decisions for workers to apply; consumer group
-                                           ``appliers``. Capped like the stream.
+                                           ``appliers``. Never capped (a cap could drop unapplied
+                                           decisions); an applier deletes each entry it acks.
 ``P:audit``                    zset        ``<task_id>:<try>`` -> decision time, for the audit trail;
                                            trimmed to ``retention``.
 =============================  ==========  ===========================================================

@@ -270,8 +270,12 @@ class Store:
         return reply[1]
 
     def ack_decision(self, entry_id: str) -> None:
+        """Acknowledge and delete an applied decision: the stream holds only unapplied ones."""
         with self.guard():
-            self.client.xack(self.keys.decisions, APPLIER_GROUP, entry_id)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(self.keys.decisions, APPLIER_GROUP, entry_id)
+            pipe.xdel(self.keys.decisions, entry_id)
+            pipe.execute()
 
     def due(self, now: float, limit: int = 500, offset: int = 0) -> list[str]:
         with self.guard():

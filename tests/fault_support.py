@@ -38,7 +38,8 @@ class WorkerProcess:
 
     def __init__(self, redis_url: str, prefix: str, log_dir: Path, *, name: str = "w", concurrency: int = 2,
                  crash_at: str | None = None, marker: Path | None = None, group: bool = False,
-                 visibility_s: float = 3.0, acks_late: bool = True, extra_env: dict[str, str] | None = None):
+                 visibility_s: float = 3.0, acks_late: bool = True, extra_env: dict[str, str] | None = None,
+                 queues: str | None = None):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERACTIVE_", "CELERY_", "FAULT_"))}
         env.update(REDIS_URL=redis_url, FAULT_PREFIX=prefix, FAULT_VISIBILITY_S=str(visibility_s),
                    FAULT_ACKS_LATE="1" if acks_late else "0", PYTHONPATH=str(ROOT), **(extra_env or {}))
@@ -51,6 +52,7 @@ class WorkerProcess:
         self.env = env
         self.hostname = f"{name}-{prefix}@fault"
         self.concurrency = concurrency
+        self.queues = queues
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen | None = None
 
@@ -58,7 +60,8 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(BIN / "celery"), "-A", "tests.fault_app", "worker", "-P", "prefork", "-c", str(self.concurrency),
-             "-n", self.hostname, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
+             "-n", self.hostname, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+             *(["-Q", self.queues] if self.queues else [])],
             env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: " ready." in self.log() or not self.alive(), timeout=timeout,
                  what=f"worker {self.hostname} to be ready")
@@ -193,12 +196,13 @@ class Lab:
         self.marker = tmp_path / f"crashed-{self.prefix}"
         self.workers: list[WorkerProcess] = []
 
-    def worker(self, name: str, *, crash_at: str | None = None, group: bool = False) -> WorkerProcess:
+    def worker(self, name: str, *, crash_at: str | None = None, group: bool = False,
+               queues: str | None = None) -> WorkerProcess:
         if crash_at:
             self.marker.touch()  # disarmed until the test removes the marker
         worker = WorkerProcess(self.redis_url, self.prefix, self.tmp_path, name=name, crash_at=crash_at,
                                marker=self.marker if crash_at else None, group=group, acks_late=self.acks_late,
-                               visibility_s=self.visibility_s)
+                               visibility_s=self.visibility_s, queues=queues)
         self.workers.append(worker)
         return worker.start()
 
@@ -236,6 +240,17 @@ class Lab:
         queue = self.app.conf.task_default_queue
         wait_for(lambda: unacked(self.rclient, queue) == 0, timeout=SLOW, what="parked flows to be acked")
 
+    def observe(self, result) -> dict[str, Any]:
+        """The end a flow reached, for the crash table: incident state and try, Celery's state,
+        body runs, and the operator-stream messages about it."""
+        raw = self.incident(result.id)
+        return {"incident": raw.get("state"), "try": raw.get("try"), "celery": result.state,
+                "runs": self.runs(result.id), "events": self.events(result.id)}
+
+    def queued(self) -> int:
+        """Messages waiting in the flows' queue."""
+        return self.rclient.llen(self.app.conf.task_default_queue)
+
     def events(self, task_id: str) -> list[str]:
         return stream_types(self.rclient, self.prefix, task_id)
 
@@ -261,3 +276,12 @@ def lab_factory(redis_url, rclient, tmp_path):
     yield factory
     for lab in made:
         lab.close()
+
+
+def report(name: str, **data: Any) -> None:
+    """Append one JSON line of figures to ``$FAULT_REPORT`` when it is set (docs/reliability.md is
+    written from them); a no-op otherwise."""
+    path = os.environ.get("FAULT_REPORT")
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"test": name, **data}, default=str) + "\n")

@@ -184,3 +184,28 @@ def test_every_park_and_decision_logs_one_line(app, alice, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "interactive_celery"]
     assert len([line for line in lines if "parked" in line]) == 1
     assert len([line for line in lines if line.startswith("interactive: applied retry")]) == 1
+
+
+def test_a_burst_of_decisions_beyond_the_stream_cap_is_never_trimmed(app_factory):
+    """More unapplied decisions than interactive_stream_maxlen are all kept and all applied; applied
+    entries are deleted, so the decisions stream holds only pending work."""
+    app = app_factory(interactive_stream_maxlen=64)
+    alice = OperatorAPI(app, "alice")
+    alice.heartbeat()
+
+    @app.task(base=InteractiveTask, name=f"{app.main}.batch_item")
+    def batch_item(n):
+        raise PartnerDown(f"item {n}")
+
+    with running_worker(app):
+        results = [batch_item.delay(n) for n in range(80)]
+        wait_for(lambda: alice.store.count("open") == 80, timeout=60, what="80 parked flows")
+    for result in results:
+        alice.fail(result.id, wait=0)
+    decisions = alice.store.keys.decisions
+    assert alice.store.client.xlen(decisions) == 80
+    with running_worker(app):
+        for result in results:
+            with pytest.raises(PartnerDown):
+                result.get(timeout=60)
+        wait_for(lambda: alice.store.client.xlen(decisions) == 0, timeout=20, what="applied entries deleted")

@@ -16,7 +16,7 @@ import pytest
 
 from interactive_celery.testing import wait_for
 from tests.fault_app import Broken
-from tests.fault_support import SLOW, Lab, WorkerProcess, lab_factory  # noqa: F401 (a fixture)
+from tests.fault_support import SLOW, Lab, WorkerProcess, lab_factory, report  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
 
@@ -74,9 +74,11 @@ def test_crash_while_parking_a_first_try_leaves_it_parked_and_decidable(lab_fact
     assert lab.runs(result.id) == 2
     assert lab.events(result.id) == ["incident.opened"] and lab.tries(result.id) == [1]
 
+    parked = lab.observe(result)
     lab.fix(result.id)
     assert lab.alice.retry(result.id, wait=SLOW).applied
     _retried_exactly_once(lab, result, runs=3)
+    report("crash", point=point, scope=scope, flows=1, parked=parked, then_retried=lab.observe(result))
 
 
 def test_crash_while_parking_a_retried_try_parks_that_try_once(lab_factory):
@@ -96,8 +98,37 @@ def test_crash_while_parking_a_retried_try_parks_that_try_once(lab_factory):
     assert lab.runs(result.id) == 3  # try 1, try 2 (crashed), try 2 again
     assert lab.events(result.id).count("incident.opened") == 2 and lab.tries(result.id) == [1, 2]
 
+    parked = lab.observe(result)
     lab.alice.fail(result.id, wait=SLOW)
     _failed_exactly_once(lab, result, runs=3, try_no=2)
+    report("crash", point="park.before (try 2)", scope="child", flows=1, parked=parked,
+           then_failed=lab.observe(result))
+
+
+@pytest.mark.parametrize("scope", ["child", "worker"])
+def test_crash_after_parking_then_a_succeeding_redelivery_supersedes_the_incident(lab_factory, scope):
+    """The park script ran, then the worker died. Before the message is redelivered the cause is
+    fixed, so the redelivered first try succeeds: Celery stores SUCCESS, the incident closes as
+    superseded (the sweeper reconciles it), and a decision on it is refused with that reason."""
+    from interactive_celery import Superseded
+
+    lab = lab_factory()
+    crashed = lab.worker("crashing", crash_at="park.after", group=scope == "worker")
+    lab.alice.heartbeat()
+    lab.arm()
+    result = lab.flaky.delay()
+    lab.wait_crash()
+    lab.fix(result.id)
+    _restart_if_dead(lab, crashed, scope)
+
+    assert result.get(timeout=SLOW) == "ok after 2 runs"
+    incident = wait_for(lambda: (lambda raw: raw if raw.get("state") == "superseded" else None)(
+        lab.incident(result.id)), timeout=SLOW, what="the incident to be superseded")
+    assert "SUCCESS" in incident["superseded_why"]
+    with pytest.raises(Superseded):
+        lab.alice.retry(result.id, wait=0)
+    assert lab.events(result.id) == ["incident.opened", "incident.superseded"] and lab.runs(result.id) == 2
+    report("crash", point="park.after (fixed before redelivery)", scope=scope, flows=1, end=lab.observe(result))
 
 
 # -- apply ---------------------------------------------------------------------------------------------
@@ -107,20 +138,26 @@ def test_crash_while_parking_a_retried_try_parks_that_try_once(lab_factory):
 def test_crash_while_applying_a_decision_applies_it_exactly_once(lab_factory, point, decision):
     """The applier runs in the worker's main process: the whole worker dies after apply.lua bumped the
     fencing token, before or after it sent the message, and before it acknowledged the decision. The
-    restarted worker claims the entry (XAUTOCLAIM) and applies it again with the same token; a copy
-    already sent is dropped by the fence. A second flow decided while no worker ran is applied too."""
+    restarted worker claims the entry (XAUTOCLAIM) and applies it again with the same token; of the
+    two copies then queued (apply.sent), the fence lets one run. A second flow decided while no worker
+    ran is applied too."""
     lab = lab_factory()
-    crashed = lab.worker("crashing", crash_at=point, group=True)
+    parking = lab.worker("parking")
     lab.alice.heartbeat()
     result, other = lab.flaky.delay(), lab.flaky.delay()
     lab.wait_parked(result, 1)
     lab.wait_parked(other, 1)
+    parking.stop()
+    # The crashing worker's pool consumes another queue, so a message it sent before dying is
+    # still in the flow's queue: the experiment stays about the applier, not a retried try.
+    crashed = lab.worker("crashing", crash_at=point, group=True, queues=f"idle-{lab.prefix}")
     lab.fix(result.id)
     lab.arm()
     lab.alice.decide(result.id, decision, wait=0)
     lab.wait_crash()
     crashed.wait_dead()
-    assert lab.incident(result.id)["state"] in ("retrying", "replaying")
+    assert lab.incident(result.id)["state"] == ("retrying" if decision == "retry" else "replaying")
+    assert lab.queued() == (1 if point == "apply.sent" else 0)
 
     outcome = lab.alice.ignore(other.id, result={"skipped": True}, wait=0)
     assert outcome.recorded and not outcome.applied
@@ -130,6 +167,8 @@ def test_crash_while_applying_a_decision_applies_it_exactly_once(lab_factory, po
     else:
         _failed_exactly_once(lab, result, runs=1)
     assert other.get(timeout=SLOW) == {"skipped": True} and lab.runs(other.id) == 1
+    report("crash", point=point, scope="worker", decision=decision, flows=2, end=lab.observe(result),
+           other=lab.observe(other))
 
 
 # -- the operator-issued try -----------------------------------------------------------------------------
@@ -154,6 +193,7 @@ def test_crash_during_a_retried_try_finishes_it_once(lab_factory, point, scope):
     _restart_if_dead(lab, crashed, scope)
 
     _retried_exactly_once(lab, result, runs=2 if point == "try.started" else 3)
+    report("crash", point=point, scope=scope, flows=1, end=lab.observe(result))
 
 
 # -- without acks_late ---------------------------------------------------------------------------------
@@ -181,3 +221,4 @@ def test_without_acks_late_a_first_try_dying_before_park_is_handled_as_plain_cel
         assert result.state == "PENDING"
     assert lab.runs(result.id) == 1
     assert lab.incident(result.id) == {} and lab.events(result.id) == []
+    report("crash", point="park.before (acks_late=False)", scope=scope, flows=1, end=lab.observe(result))

@@ -15,7 +15,9 @@ import signal
 import time
 import uuid
 
+import pexpect
 import pytest
+import redis
 from celery import Celery
 from pexpect.popen_spawn import PopenSpawn
 
@@ -114,7 +116,7 @@ def test_foreign_and_malformed_stream_entries_are_skipped_and_logged(app, alice,
     caplog.set_level(logging.WARNING, logger="interactive_celery")
     stream = Keys(app.conf.interactive_key_prefix).stream
     start = alice.stream_position()
-    raw = __import__("redis").Redis.from_url(app.conf.broker_url)
+    raw = redis.Redis.from_url(app.conf.broker_url)  # writes bytes as they are
     for fields in FOREIGN:
         rclient.xadd(stream, fields)
     raw.xadd(stream, {b"type": b"incident.\xff\xfe", b"id": b"\xc3"})      # not UTF-8
@@ -153,7 +155,7 @@ def test_the_console_keeps_following_past_a_foreign_entry(app, alice, rclient, r
         rclient.xadd(stream, {"v": "1", "type": "incident.failed", "id": "and-the-next-one", "try": "1"})
         child.expect("failed and-the-next-one try 1")
         child.kill(signal.SIGTERM)
-        child.expect(__import__("pexpect").EOF)
+        child.expect(pexpect.EOF)
     finally:
         if child.proc.poll() is None:
             child.kill(signal.SIGKILL)

@@ -27,7 +27,7 @@ from interactive_celery.store import Store
 from interactive_celery.worker import Applier
 from tests.conftest import cleanup, running_worker
 from tests.fault_app import Broken, build, fixed_key, runs_key
-from tests.fault_support import seed_incident
+from tests.fault_support import report, seed_incident
 from tests.helpers import wait_incident_state, wait_state
 
 pytestmark = pytest.mark.fault
@@ -105,10 +105,11 @@ def test_a_thousand_thread_races_have_exactly_one_winner(app, rclient):
     seeder = Store(settings)
     keys = seeder.keys
     rng = random.Random(7)
-    wins = Counter()
+    wins, sizes = Counter(), Counter()
     with ThreadPoolExecutor(4) as pool:
         for trial in range(THREAD_TRIALS):
             roles = plan(rng)
+            sizes[len(roles)] += 1
             names = rng.sample(NAMES, len(roles))
             task_id = str(uuid.uuid4())
             apis["alice"].heartbeat()
@@ -130,6 +131,7 @@ def test_a_thousand_thread_races_have_exactly_one_winner(app, rclient):
     assert len(applies) == len(decided) == THREAD_TRIALS
     assert set(applies.values()) == set(decided.values()) == {1}
     assert set(wins) == set(ROLES), wins  # every kind of decider won some trials
+    report("threads", trials=THREAD_TRIALS, deciders=dict(sizes), wins=dict(wins))
 
 
 # -- processes -------------------------------------------------------------------------------------------
@@ -182,9 +184,10 @@ def test_a_hundred_process_races_have_exactly_one_winner(decider_pool):
     pool, app, client = decider_pool
     store, keys = Store(settings_for(app)), Keys(app.conf.interactive_key_prefix)
     rng = random.Random(11)
-    wins = Counter()
+    wins, sizes = Counter(), Counter()
     for trial in range(PROCESS_TRIALS):
         roles = plan(rng)
+        sizes[len(roles)] += 1
         names = rng.sample(NAMES, len(roles))
         task_id = str(uuid.uuid4())
         OperatorAPI(app, "seeder").heartbeat()
@@ -205,6 +208,7 @@ def test_a_hundred_process_races_have_exactly_one_winner(decider_pool):
     applies = entries_per_id(client, keys.decisions)
     assert len(applies) == PROCESS_TRIALS and set(applies.values()) == {1}
     assert len(wins) >= 3, wins
+    report("processes", trials=PROCESS_TRIALS, deciders=dict(sizes), wins=dict(wins))
 
 
 def test_sweepers_in_several_processes_make_one_transition_each(decider_pool):
@@ -242,6 +246,7 @@ def test_sweepers_in_several_processes_make_one_transition_each(decider_pool):
     assert entries_per_id(client, keys.stream, type="incident.timed_out") == Counter({i: 1 for i in ids})
     assert {app.AsyncResult(i).state for i in ids} == {"FAILURE"}
     assert client.zcard(keys.deadlines) == 0
+    report("sweepers", incidents=SWEPT, processes=4, timeouts=SWEPT, fallbacks=SWEPT)
 
 
 # -- end to end ------------------------------------------------------------------------------------------
@@ -266,7 +271,7 @@ def test_races_through_a_real_worker_run_the_body_at_most_once_more(e2e_app, rcl
     apis = {name: OperatorAPI(app, name, store=Store(settings_for(app))) for name in NAMES}
     appliers = [Applier(app, f"sweeper-{n}") for n in range(4)]
     rng = random.Random(3)
-    wins = Counter()
+    wins, runs_seen = Counter(), Counter()
     with running_worker(app), ThreadPoolExecutor(4) as pool:
         apis["alice"].heartbeat()
         for trial in range(E2E_TRIALS):
@@ -295,4 +300,6 @@ def test_races_through_a_real_worker_run_the_body_at_most_once_more(e2e_app, rcl
                     result.get(timeout=30)
                 wait_incident_state(apis["alice"], result.id, "failed")
             assert runs() == (2 if decision == "retry" else 1)
+            runs_seen[f"{decision}: {runs()} runs"] += 1
     assert len(wins) >= 3, wins
+    report("e2e", trials=E2E_TRIALS, wins=dict(wins), body_runs=dict(runs_seen))

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from interactive_celery import AWAITING_OPERATOR, OperatorAPI, interactive
 from interactive_celery.keys import Keys
@@ -19,7 +20,7 @@ from interactive_celery.testing import RedisServer, wait_for
 from interactive_celery.worker import Applier
 from tests.conftest import running_worker
 from tests.fault_app import Broken, build, fixed_key, runs_key
-from tests.fault_support import SLOW, lab_factory, snapshot  # noqa: F401 (a fixture)
+from tests.fault_support import SLOW, lab_factory, seed_incident, snapshot  # noqa: F401 (a fixture)
 from tests.helpers import wait_incident_state, wait_state
 
 pytestmark = pytest.mark.fault
@@ -132,9 +133,7 @@ def test_redis_restarted_from_its_aof_keeps_parked_flows_decidable(tmp_path):
         server.stop()
 
 
-def server_client(server: RedisServer):
-    import redis
-
+def server_client(server: RedisServer) -> redis.Redis:
     return redis.Redis.from_url(server.url, decode_responses=True)
 
 
@@ -168,8 +167,6 @@ def test_a_late_copy_of_a_decided_try_is_stale_and_changes_nothing(app, alice, r
     replayed, or retried) is answered ``stale`` by the park script and writes nothing, so the worker
     drops it without storing AWAITING_OPERATOR again: a late re-park could otherwise land on top of
     the FAILURE that the replay stores, and the flow would wait forever."""
-    from tests.fault_support import seed_incident
-
     task_id = str(uuid.uuid4())
     seed_incident(alice.store, task_id)
     alice.decide(task_id, "retry" if stage == "retrying" else "fail", wait=0)

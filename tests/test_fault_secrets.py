@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import re
 import urllib.request
 import uuid
@@ -16,7 +17,7 @@ import redis
 
 from interactive_celery import AWAITING_OPERATOR, InteractiveTask, OperatorAPI
 from interactive_celery.keys import Keys
-from interactive_celery.testing import RedisServer
+from interactive_celery.testing import RedisServer, wait_for
 from tests.cli_helpers import invoke, parse_json, run_cli
 from tests.conftest import running_worker
 from tests.fault_app import build, fixed_key
@@ -218,8 +219,6 @@ def test_without_credentials_the_cli_exits_3_and_changes_nothing(locked_redis):
 
 
 def _cli_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERACTIVE_", "CELERY_", "FAULT_"))}
     env.update(REDIS_URL=redis_url, FAULT_PREFIX=prefix, PYTHONPATH=str(ROOT), COLUMNS="120", **extra)
     return env
@@ -251,11 +250,8 @@ def test_an_explicit_argsrepr_still_hides_a_positional_secret_after_a_retry(app,
         wait_state(flow, AWAITING_OPERATOR)
         assert alice.incident(flow.id)["args"] == "('card ending 1111',)"
         alice.retry(flow.id, wait=10)
-        wait_for_try = lambda: alice.store.incident(flow.id).get("try") == "2" and \
-            alice.store.incident(flow.id).get("state") == "open"  # noqa: E731
-        from interactive_celery.testing import wait_for
-
-        wait_for(wait_for_try, timeout=20, what="try 2 to park")
+        wait_for(lambda: alice.store.incident(flow.id).get("try") == "2"
+                 and alice.store.incident(flow.id).get("state") == "open", timeout=20, what="try 2 to park")
         assert alice.incident(flow.id)["args"] == "('card ending 1111',)"
         assert card not in readable_keys(rclient, app.conf.interactive_key_prefix)
         alice.fail(flow.id, wait=10)

@@ -61,7 +61,8 @@ if record then
     redis.call('HSET', KEYS[10], try_no, cjson.encode(t))
   end
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'v', '1', 'id', id, 'try', try_no,
+-- Never capped: a cap could trim decisions no worker has applied yet. Appliers delete what they ack.
+redis.call('XADD', KEYS[5], '*', 'v', '1', 'id', id, 'try', try_no,
            'decision', decision)
 emit(KEYS[6], ARGV[6], {type = 'incident.decided', id = id, try = try_no, decision = decision,
      operator = operator, reason = ARGV[4], host = ARGV[5]})
