@@ -21,6 +21,7 @@ class FileMissing(Exception):
 
 
 def configure(app: Celery, prefix: str) -> Celery:
+    """The test configuration shared by this module and tests/conftest.py ``make_app``."""
     app.conf.update(
         interactive_key_prefix=prefix,
         task_default_queue=f"q-{prefix}",

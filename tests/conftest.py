@@ -14,6 +14,7 @@ from celery.contrib.testing.worker import start_worker
 from interactive_celery import OperatorAPI, install
 from interactive_celery.keys import Keys
 from interactive_celery.testing import RedisServer, env_redis_url
+from tests.cli_app import configure
 
 
 @pytest.fixture(scope="session")
@@ -35,18 +36,7 @@ def rclient(redis_url):
 
 def make_app(redis_url: str, **conf) -> Celery:
     name = f"t{uuid.uuid4().hex[:10]}"
-    app = Celery(name, broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(
-        task_default_queue=f"q-{name}",
-        interactive_key_prefix=name,
-        result_expires=3600,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-        interactive_sweep_interval_seconds=0.2,
-        interactive_replay_fallback_seconds=5,
-    )
+    app = configure(Celery(name, broker=redis_url, backend=redis_url, set_as_current=False), name)
     app.conf.update(conf)
     install(app)
     return app

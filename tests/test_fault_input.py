@@ -429,6 +429,7 @@ def test_a_malformed_message_record_does_not_wedge_the_applier(app, alice, rclie
     keys = Keys(app.conf.interactive_key_prefix)
     rclient.hset(keys.message(task_id), "body", base64.b64encode(b"\x00not json").decode())
     alice.fail(task_id, wait=0)
+    alice.store.ensure_group()  # before polling XPENDING: the applier thread creates it only when it runs
     applier = Applier(app, "lone-applier")
     applier.start()
     try:
