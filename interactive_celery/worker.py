@@ -23,8 +23,8 @@ from kombu.serialization import loads, prepare_accept_content
 from . import incidents
 from .attach import enable_plain_tasks
 from .config import settings_for
-from .faults import crash_point
 from .errors import IncompatibleRedis, InteractiveError, RedisUnavailable
+from .faults import crash_point
 from .store import MIN_REDIS, Applied, Store, store_for
 from .task import AWAITING_OPERATOR, HEADER, InteractiveTask, flow_params, parked_meta
 
