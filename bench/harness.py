@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from interactive_celery.testing import RedisServer, wait_for
+from interactive_celery.testing import RedisServer, die_with_parent, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_PATTERN = "celery-task-meta-*"
@@ -117,7 +117,7 @@ class Worker:
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=die_with_parent)
 
         def ready() -> bool:
             if not self.running:

@@ -9,7 +9,6 @@ then SIGKILL whatever is left in its group.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -21,30 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-from interactive_celery.testing import find_redis_server, reachable, wait_for
+from interactive_celery.testing import die_with_parent, find_redis_server, reachable, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.invoices"
-PR_SET_PDEATHSIG = 1
-
-
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()  # loaded here: nothing may be imported between fork and exec
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the demo itself is killed (``kill -9``) and so
-    cannot clean up. Linux only; elsewhere the orderly shutdown below is all there is."""
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Managed:
@@ -61,7 +40,7 @@ class Managed:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv, env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         return self
 
     @property

@@ -22,7 +22,7 @@ from interactive_celery import AWAITING_OPERATOR, OperatorAPI, incidents
 from interactive_celery.faults import ENV as CRASH_ENV, GROUP_ENV, ONCE_ENV
 from interactive_celery.keys import Keys
 from interactive_celery.store import Store
-from interactive_celery.testing import wait_for
+from interactive_celery.testing import die_with_parent, wait_for
 from tests.conftest import cleanup
 from tests.fault_app import build, fixed_key, gate_key, runs_key
 
@@ -62,7 +62,7 @@ class WorkerProcess:
             [str(BIN / "celery"), "-A", "tests.fault_app", "worker", "-P", "prefork", "-c", str(self.concurrency),
              "-n", self.hostname, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
              *(["-Q", self.queues] if self.queues else [])],
-            env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         wait_for(lambda: " ready." in self.log() or not self.alive(), timeout=timeout,
                  what=f"worker {self.hostname} to be ready")
         assert self.alive(), f"worker {self.hostname} died at startup:\n{self.log()}"
