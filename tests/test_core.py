@@ -308,18 +308,23 @@ def test_custom_header_survives_a_retry(app, alice):
     assert state["tenants"] == ["acme", "acme"]
 
 
-def test_passes_celery_control_flow_through(app, alice):
+def test_passes_celery_control_flow_through(app, alice, rclient):
     """Ignore raised by the body is Celery's own control flow, never parked."""
+    from interactive_celery.testing import wait_for
+
+    ran = []
 
     @app.task(base=InteractiveTask, name=f"{app.main}.skip")
     def skip():
+        ran.append(True)
         raise Ignore()
 
     with running_worker(app):
         result = skip.delay()
-        from interactive_celery.testing import wait_for
-
-        wait_for(lambda: alice.store.count("open") == 0, timeout=2)
+        wait_for(lambda: ran, timeout=10, what="the body to run")
+        # The ack follows __call__, so once the message is gone the interception is over.
+        wait_for(lambda: not any(result.id in v for v in rclient.hvals("unacked")), timeout=10,
+                 what="the message to be acked")
     assert alice.incidents("any") == []
     assert result.state == "PENDING"
 
