@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from . import errors
 from .config import TASK_KEYWORDS, FlowParams, settings_for
-from .incidents import incident_view, iso, tries_view
+from .incidents import escape_controls, incident_view, iso, tries_view
 from .store import Store, store_for
 
 logger = logging.getLogger("interactive_celery")
@@ -44,11 +44,6 @@ def has_control(text: str, allowed: str = "") -> bool:
     return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
 
 
-def _inert(value: str) -> str:
-    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" and ch not in "\n\t" else ch
-                   for ch in value)
-
-
 def parse_stream_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
     """:func:`stream_entry`, or None for an entry this library did not write (no ``incident.*``
     type or no id) or cannot read. Its strings are made inert: control characters are escaped."""
@@ -56,7 +51,7 @@ def parse_stream_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any] 
     if not _EVENT_TYPE.fullmatch(fields.get("type", "")) or not task_id or "\ufffd" in task_id:
         return None  # U+FFFD: bytes that were not UTF-8 (see Store)
     try:
-        return stream_entry(entry_id, {k: _inert(v) for k, v in fields.items()})
+        return stream_entry(entry_id, {k: escape_controls(v) for k, v in fields.items()})
     except (ValueError, TypeError, OverflowError):
         return None
 

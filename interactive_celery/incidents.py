@@ -44,11 +44,13 @@ def cap_traceback(text: str, max_bytes: int) -> str:
         data = text.encode("utf-8", "replace")
         if len(data) > max_bytes:
             text = marker + data[-(max_bytes - len(marker.encode())):].decode("utf-8", "ignore")
-        text = _escape_controls(text)
+        text = escape_controls(text)
     return text
 
 
-def _escape_controls(text: str) -> str:
+def escape_controls(text: str) -> str:
+    """Show control characters as escapes (newlines and tabs stay): shown to an operator, they could
+    move the terminal's cursor or rewrite the screen."""
     if text.replace("\n", "").replace("\t", "").isprintable():  # the usual case: C-level passes only
         return text
     return "".join(ch if ch.isprintable() or ch in "\n\t" else repr(ch)[1:-1] for ch in text)
@@ -104,8 +106,7 @@ def celery_default_reprs(value: Any, maxsize: int, maxlevels: int) -> set[str]:
 
 def clean_text(text: str, max_chars: int) -> str:
     """Exception messages may hold anything: cap them, and keep control characters visible."""
-    text = "".join(ch if ch.isprintable() or ch in "\n\t" else repr(ch)[1:-1] for ch in text[: max_chars * 2])
-    return cap_text(text, max_chars)
+    return cap_text(escape_controls(text[: max_chars * 2]), max_chars)
 
 
 # -- exceptions -------------------------------------------------------------------------------------
