@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from . import errors
-from .config import TASK_KEYWORDS, FlowParams, settings_for
+from .config import keyword_params, settings_for
 from .incidents import escape_controls, incident_view, iso, tries_view
 from .store import Store, store_for
 
@@ -129,8 +129,7 @@ class OperatorAPI:
         if self.store.exists(ref):
             return ref
         if len(ref) < MIN_PREFIX:
-            raise errors.UnknownIncident(ref) if len(ref) >= 36 else errors.BadInput(
-                f"no incident has id {ref!r}, and a prefix needs at least {MIN_PREFIX} characters")
+            raise errors.BadInput(f"no incident has id {ref!r}, and a prefix needs at least {MIN_PREFIX} characters")
         matches = [m for m in self.store.ids_with_prefix(ref) if self.store.exists(m)]
         if not matches:
             raise errors.UnknownIncident(ref)
@@ -263,15 +262,10 @@ class OperatorAPI:
             return ""
         if decision != "retry":
             raise errors.BadInput("parameter overrides only apply to a retry")
-        unknown = set(overrides) - set(TASK_KEYWORDS)
-        if unknown:
-            raise errors.BadInput(f"unknown parameter(s) for a retry: {', '.join(sorted(unknown))}")
-        fields = {TASK_KEYWORDS[k]: v for k, v in overrides.items()}
         try:
-            FlowParams().layered(fields, "retry")
+            return json.dumps(keyword_params(overrides, "retry"))
         except errors.ConfigurationError as exc:
             raise errors.BadInput(str(exc)) from None
-        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
 
     def _raise_refusal(self, task_id: str, reply: list[str]) -> None:
         status = reply[0]

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 from celery.canvas import Signature
 
-from .config import TASK_KEYWORDS, FlowParams
+from .config import keyword_params
 from .errors import ConfigurationError
 from .task import HEADER, InteractiveTask, interactive_call, our_header
 
@@ -27,14 +27,10 @@ def interactive(sig: Signature, **params: Any) -> Signature:
     """
     if not isinstance(sig, Signature):
         raise ConfigurationError(f"interactive() takes a signature (task.s(...)), not {type(sig).__name__}")
-    unknown = set(params) - set(TASK_KEYWORDS)
-    if unknown:
-        raise ConfigurationError(f"interactive(): unknown parameter(s): {', '.join(sorted(unknown))}")
-    fields = {TASK_KEYWORDS[k]: v for k, v in params.items() if v is not None}
-    FlowParams().layered(fields, f"interactive({sig.task})")  # validate now, in the caller
+    fields = keyword_params(params, f"interactive({sig.task})")  # validated now, in the caller
     copy = sig.clone()
     headers = dict(copy.options.get("headers") or {})
-    headers[HEADER] = {"v": 1, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
+    headers[HEADER] = {"v": 1, "params": fields}
     copy.set(headers=headers)
     return copy
 

@@ -51,9 +51,6 @@ class FlowParams:
         values = {k: _check_param(k, v, where) for k, v in overrides.items()}
         return dataclasses.replace(self, **values)
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"operators": list(self.operators)}
-
 
 # Task keyword (decorator) name -> FlowParams field.
 TASK_KEYWORDS = {
@@ -65,6 +62,17 @@ TASK_KEYWORDS = {
     "interactive_body": "body",
     "interactive_context": "context",
 }
+
+
+def keyword_params(keywords: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Task keywords given per call or per decision, validated, as JSON-ready FlowParams fields."""
+    unknown = set(keywords) - set(TASK_KEYWORDS)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown parameter(s): {', '.join(sorted(unknown))}")
+    fields = {TASK_KEYWORDS[k]: v for k, v in keywords.items() if v is not None}
+    checked = FlowParams().layered(fields, where)
+    return {name: list(value) if isinstance(value := getattr(checked, name), tuple) else value
+            for name in fields}
 
 
 @dataclass(frozen=True)

@@ -232,10 +232,6 @@ class Store:
             newest = self.client.xrevrange(self.keys.stream, count=1)
         return newest[0][0] if newest else "0-0"
 
-    def stream_range(self, start: str = "-", end: str = "+", count: int | None = None) -> list:
-        with self.guard():
-            return self.client.xrange(self.keys.stream, start, end, count=count)
-
     def audit(self, since: float, until: float, limit: int = 1000) -> list[tuple[str, str | None]]:
         """(``<task_id>:<try>``, that try's JSON record) for decisions made in [since, until]."""
         with self.guard():

@@ -145,10 +145,6 @@ class Auth:
     def configured(self) -> bool:
         return bool(self._tokens or self._users)
 
-    @property
-    def has_users(self) -> bool:
-        return bool(self._users)
-
     # -- checking credentials ---------------------------------------------------------------------
 
     def bearer(self, token: str) -> Identity | None:

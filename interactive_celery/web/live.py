@@ -74,10 +74,6 @@ class StreamHub:
     def dropped(self, queue: tornado.queues.Queue) -> bool:
         return queue in self._dropped
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
-
     def stop(self) -> None:
         self._stopped = True
         if self._task is not None:
