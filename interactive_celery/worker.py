@@ -158,11 +158,13 @@ class Applier:
                     applied.try_no, self.hostname)
         return True
 
-    def superseded(self, task_id: str) -> bool:
-        """Close the incident if Celery already ended the flow (revoked, finished elsewhere)."""
+    def superseded(self, task_id: str, celery_state: str | None = None) -> bool:
+        """Close the incident if Celery already ended the flow (revoked, finished elsewhere).
+        ``celery_state`` is the flow's state in the result backend, when the caller has read it."""
         from celery.worker import state as worker_state
 
-        celery_state = self.app.AsyncResult(task_id).state
+        if celery_state is None:
+            celery_state = self.app.AsyncResult(task_id).state
         if task_id in worker_state.revoked or celery_state == REVOKED:
             why, celery_state = "the task was revoked", REVOKED
             # Workers discard a revoked id, so a re-send would never run; store REVOKED so get() ends.
@@ -286,16 +288,14 @@ class Applier:
         ended = 0
         for which in ("open", "active"):
             for task_id, _ in self.store.index(which, limit=RECONCILE_PAGE):
-                if self.superseded(task_id):
+                celery_state = self.app.backend.get_task_meta(task_id).get("status")
+                if self.superseded(task_id, celery_state):
                     ended += 1
-                elif which == "open":
+                elif which == "open" and celery_state != AWAITING_OPERATOR:
                     self._refresh_parked_state(task_id)
         return ended
 
     def _refresh_parked_state(self, task_id: str) -> None:
-        meta = self.app.backend.get_task_meta(task_id)
-        if meta.get("status") == AWAITING_OPERATOR:
-            return
         raw = self.store.incident(task_id)
         if raw.get("state") != "open":
             return
