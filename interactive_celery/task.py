@@ -26,6 +26,7 @@ from .config import TASK_KEYWORDS, FlowParams, check_timeout_fits, settings_for
 from .errors import InteractiveError
 from .faults import crash_point
 from .store import store_for
+from .templates import render_message
 
 logger = logging.getLogger("interactive_celery")
 
@@ -195,6 +196,7 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
         return  # never attended: no Redis at all
     settings, request = settings_for(task.app), task.request
     now = time.time()
+    deadline = now + params.timeout_s
     exc_type = type(exc).__qualname__
     exc_message = incidents.clean_text(str(exc), settings.repr_max_chars)
     traceback_text = incidents.cap_traceback("".join(tb_module.format_exception(exc)),
@@ -204,8 +206,6 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
         kwargsrepr=getattr(request, "kwargsrepr", None), redact_keys=settings.redact_keys,
         max_chars=settings.repr_max_chars, celery_maxsize=task.app.amqp.argsrepr_maxsize,
         celery_maxlevels=task.app.conf.get("task_repr_maxlevels") or 3)
-    from .templates import render_message  # local: templates import config only
-
     subject, body = render_message(params, task_name=task.name, task_id=request.id, exc_type=exc_type,
                                    exc_message=exc_message, fail_count=try_no, worker=request.hostname,
                                    flower_url=settings.flower_url)
@@ -223,7 +223,7 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
     crash_point("park.before")
     try:
         status, detail = store_for(task.app).park(
-            request.id, try_no, now=now, cutoff=now - params.limit_minutes * 60, deadline=now + params.timeout_s,
+            request.id, try_no, now=now, cutoff=now - params.limit_minutes * 60, deadline=deadline,
             fields=fields, try_record=record, message=_message(task, exc, header, (args_shown, kwargs_shown)),
             addressed=params.operators)
     except InteractiveError as err:
@@ -237,7 +237,6 @@ def _on_failure(task: Task, exc: Exception, try_no: int, started: float, header:
         logger.info("interactive: dropping a stale failure of %s (incident is %s)", request.id, detail)
         raise Ignore()
     crash_point("park.after")
-    deadline = now + params.timeout_s
     task.update_state(state=AWAITING_OPERATOR, meta=parked_meta({**fields, "try": try_no, "deadline": deadline}))
     task.send_event("task-awaiting_operator", incident=request.id, try_no=try_no, exc_type=exc_type,
                     exc_message=exc_message, deadline=deadline, subject=subject)
