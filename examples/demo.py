@@ -126,7 +126,7 @@ class Demo:
         from interactive_celery import OperatorAPI
 
         from . import invoices
-        from .operators import HumanOperator, ScriptedOperator, watch_command
+        from .operators import HumanOperator, ScriptedOperator
         from .report import observe, render
         from .story import Story, seed_inbox
 
@@ -148,8 +148,7 @@ class Demo:
         say(f"  Flower   {flower_url}")
         say(f"  Partner  {partner.url}")
         say(f"  Inbox    {invoices.inbox()}")
-        if watch_command():
-            say(f"  CLI      REDIS_URL={url} INTERACTIVE_KEY_PREFIX={prefix} {cli_script()} -A examples.invoices list")
+        say(f"  CLI      REDIS_URL={url} INTERACTIVE_KEY_PREFIX={prefix} {cli_script()} -A examples.invoices list")
         processes.wait_flower_ready(flower_url, flower)
         processes.wait_worker_ready(invoices.app, worker)
         processes.wait_flower_sees(flower_url, worker)  # so Flower sees the story from its first event
