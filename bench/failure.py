@@ -91,6 +91,12 @@ def round_trips(harness: Harness, listener: ResultListener, *, n: int, rounds: i
     }
 
 
+# An operator decides seconds after a park, never within a millisecond of it. Without a pause the
+# decision landed while the worker's main process was still finishing the parked try (its ack and
+# result), and the figure measured that queueing rather than the retry path.
+SETTLE_S = 0.05
+
+
 def retry_latency(harness: Harness, listener: ResultListener, *, n: int, rounds: int) -> dict:
     """Operator retry (decision call -> first line of the next try) vs Celery's
     ``self.retry(countdown=0)`` (the call -> first line of the retried try), interleaved."""
@@ -102,6 +108,7 @@ def retry_latency(harness: Harness, listener: ResultListener, *, n: int, rounds:
     for _ in range(n):
         parked = app.send_task(FAILING)
         listener.wait([parked.id], timeout=30, status=AWAITING_OPERATOR)
+        time.sleep(SETTLE_S)
         decided = time.time()
         api.retry(parked.id, wait=0)
         started = parked.get(timeout=30)

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from interactive_celery import AWAITING_OPERATOR, OperatorAPI
 
+from .failure import SETTLE_S
 from .harness import Harness, ResultListener
 from .stats import percentile
 
 STEPS = (
-    ("decision call returns (heartbeat, id lookup, decide script, one read)", "call"),
+    ("decision call returns (decide script, one read)", "call"),
     ("decision call starts -> applier starts on the entry", "wake"),
-    ("applier: result-backend check (superseded?)", "superseded"),
-    ("applier: apply script (fencing token)", "apply"),
+    ("applier: result-backend check (another Redis database only)", "superseded"),
+    ("applier: apply script (fencing token; Celery state when in this database)", "apply"),
     ("applier: decode + apply_async + task-retried event", "send"),
     ("applier done -> start_try script begins (broker, consumer, pool)", "deliver"),
     ("worker: start_try script", "start_try"),
@@ -59,6 +60,7 @@ def profile(n: int) -> dict[str, list[float]]:
             for _ in range(n):
                 parked = app.send_task("bench.fail_then_succeed")
                 listener.wait([parked.id], timeout=30, status=AWAITING_OPERATOR)
+                time.sleep(SETTLE_S)
                 decided = time.time()
                 api.retry(parked.id, wait=0)
                 returned = time.time()
@@ -69,6 +71,7 @@ def profile(n: int) -> dict[str, list[float]]:
             listener.close()
             worker.stop()
         events = _events(trace_dir)
+        round_trips = _round_trips(harness.client, n)
     steps: dict[str, list[float]] = {key: [] for _, key in STEPS}
     for decided, returned, started in samples:
         entry = _first(events, "apply_entry", decided, started)
@@ -76,23 +79,40 @@ def profile(n: int) -> dict[str, list[float]]:
         app_ = _first(events, "apply", decided, started)
         send = _first(events, "send", decided, started)
         start_try = _first(events, "start_try", decided, started)
-        if not all((entry, sup, app_, send, start_try)):
+        if not all((entry, app_, send, start_try)):
             continue
-        for key, value in (("call", returned - decided), ("wake", entry[0] - decided),
-                           ("superseded", sup[1] - sup[0]), ("apply", app_[1] - app_[0]),
+        if sup:  # only when the result backend is not the store's Redis database
+            steps["superseded"].append(1000 * (sup[1] - sup[0]))
+        for key, value in (("call", returned - decided), ("wake", entry[0] - decided), ("apply", app_[1] - app_[0]),
                            ("send", send[1] - send[0]), ("deliver", start_try[0] - entry[1]),
                            ("start_try", start_try[1] - start_try[0]), ("body", started - start_try[1]),
                            ("total", started - decided)):
             steps[key].append(1000 * value)
     steps["celery_total"] = celery
+    steps.update(round_trips)
     return steps
+
+
+def _round_trips(client, n: int) -> dict[str, list[float]]:
+    """What one hop costs on this machine: a PING back to back, and after the process and Redis
+    sat idle as long as the retry loop lets them (each step above starts from idle)."""
+    hot, idle = [], []
+    for _ in range(n):
+        time.sleep(SETTLE_S)
+        for bucket in (idle, hot):
+            start = time.perf_counter()
+            client.ping()
+            bucket.append(1000 * (time.perf_counter() - start))
+    return {"rtt_idle": idle, "rtt_hot": hot}
 
 
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 40
     steps = profile(n)
     print(f"{'step':<70} {'p50 ms':>8} {'p90 ms':>8}")
-    for label, key in (*STEPS, ("Celery self.retry(countdown=0) -> first line of the retried body", "celery_total")):
+    for label, key in (*STEPS, ("Celery self.retry(countdown=0) -> first line of the retried body", "celery_total"),
+                       ("one Redis round trip (PING) from idle", "rtt_idle"),
+                       ("one Redis round trip (PING) back to back", "rtt_hot")):
         values = steps[key]
         if values:
             print(f"{label:<70} {statistics.median(values):8.2f} {percentile(values, 90):8.2f}")

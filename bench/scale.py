@@ -174,8 +174,7 @@ def many_incidents(harness: Harness, sizes) -> dict:
             else:
                 rates.append(n / max(last - first, 1e-3))
             resolved = harness.client.zcard(store.keys.resolved)
-            # The decisions stream is capped like the operator stream (XADD MAXLEN ~), so a burst
-            # of more timeouts than interactive_stream_maxlen outruns the appliers (see docs).
+            # The decisions stream is never capped: what the appliers have not applied yet waits there.
             backlog.append({"decisions_written": n, "decisions_stream_len": harness.client.xlen(store.keys.decisions),
                             "stream_maxlen": store.settings.stream_maxlen, "resolved_so_far": resolved})
             time.sleep(sizes.replay_window_s)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from . import errors
 from .config import keyword_params, settings_for
-from .incidents import escape_controls, incident_view, iso, tries_view
+from .incidents import escape_controls, implied_decision, incident_view, iso, tries_view, with_timeout
 from .store import Store, store_for
 
 logger = logging.getLogger("interactive_celery")
@@ -140,13 +140,15 @@ class OperatorAPI:
     def incident(self, ref: str) -> dict[str, Any]:
         self.heartbeat()
         task_id = self.resolve_id(ref)
-        view = incident_view(self.store.incident(task_id))
-        view["tries"] = tries_view(self.store.tries(task_id))
+        raw = self.store.incident(task_id)
+        view = incident_view(raw)
+        view["tries"] = tries_view(self.store.tries(task_id), raw)
         return view
 
     def history(self, ref: str) -> list[dict[str, Any]]:
         self.heartbeat()
-        return tries_view(self.store.tries(self.resolve_id(ref)))
+        task_id = self.resolve_id(ref)
+        return tries_view(self.store.tries(task_id), self.store.incident(task_id))
 
     def incidents(self, state: str = "open", *, limit: int = 50, offset: int = 0,
                   everyone: bool = True) -> list[dict[str, Any]]:
@@ -173,9 +175,9 @@ class OperatorAPI:
         """Every decision made in a time range (unix seconds), oldest first."""
         self.heartbeat()
         rows = []
-        for member, record in self.store.audit(since, time.time() if until is None else until):
+        for member, record, incident in self.store.audit(since, time.time() if until is None else until):
             task_id, _, try_no = member.rpartition(":")
-            data = json.loads(record) if record else {}
+            data = with_timeout(json.loads(record) if record else {}, try_no, incident)
             rows.append({"id": task_id, "try": int(try_no), "decision": data.get("decision"),
                          "operator": data.get("decided_by"), "reason": data.get("reason") or None,
                          "host": data.get("decided_host"), "at": iso(data.get("decided_at"))})
@@ -248,11 +250,23 @@ class OperatorAPI:
             result_json = json.dumps(result) if decision == "ignore" else ""
         except (TypeError, ValueError) as exc:
             raise errors.BadInput(f"the ignore result must be JSON-serialisable: {exc}") from None
-        self.heartbeat()
-        task_id = self.resolve_id(ref)
-        reply = self.store.decide(task_id, decision, now=time.time(), operator=self.operator,
-                                  reason=reason or "", host=self.host, result_json=result_json,
-                                  allow_any=self.settings.allow_any_operator, options_json=options_json)
+        ref = (ref or "").strip()
+        if not ref:
+            raise errors.BadInput("an incident id is required")
+
+        def record(task_id: str) -> list[str]:
+            now = time.time()
+            return self.store.decide(task_id, decision, now=now, operator=self.operator, reason=reason or "",
+                                     host=self.host, result_json=result_json,
+                                     allow_any=self.settings.allow_any_operator, options_json=options_json,
+                                     groups=self.groups, cutoff=now - self.settings.flow.limit_minutes * 60)
+
+        # An exact id takes one round trip (the script is the heartbeat too); only a reference that
+        # is not one goes through the prefix lookup.
+        task_id, reply = ref, record(ref)
+        if reply[0] == "unknown":
+            task_id = self.resolve_id(ref)
+            reply = record(task_id)
         self._raise_refusal(task_id, reply)
         return self._await_application(task_id, decision, wait)
 
@@ -278,8 +292,9 @@ class OperatorAPI:
         if status == "not_waiting":
             raise errors.NotWaiting(task_id, reply[1])
         if status == "decided":
-            raise errors.AlreadyDecided(task_id, {"decision": reply[1], "decided_by": reply[2],
-                                                  "decided_at_iso": iso(reply[3]), "reason": reply[4]})
+            d = implied_decision({"decision": reply[1], "decided_by": reply[2], "reason": reply[4]})
+            raise errors.AlreadyDecided(task_id, {"decision": d["decision"], "decided_by": d["decided_by"],
+                                                  "decided_at_iso": iso(reply[3]), "reason": d["reason"]})
         if status == "not_addressed":
             raise errors.NotAddressed(task_id, self.operator, json.loads(reply[1]))
         raise errors.InteractiveError(f"unexpected reply from Redis: {reply!r}")

@@ -166,6 +166,8 @@ _NUMBERS = ("limit_minutes",)
 
 def incident_view(raw: Mapping[str, str]) -> dict[str, Any]:
     """Typed, stable view of an incident hash (the ``--json`` shape; see docs/json.md)."""
+    if raw.get("decision") == "timeout":
+        raw = {**raw, **{k: v for k, v in implied_decision(raw).items() if v is not None}}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _FLOATS:
@@ -189,11 +191,40 @@ def incident_view(raw: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def tries_view(raw: Mapping[str, str]) -> list[dict[str, Any]]:
+DECISION_FIELDS = ("decision", "decided_by", "decided_at", "reason", "decided_host")
+TIMEOUT_REASON = "no decision before the deadline"
+
+
+def implied_decision(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision fields of an incident hash (or a refusal). For a timeout ``expire.lua`` stores
+    only the decision and its time; who and why are implied."""
+    fields = {key: raw.get(key) for key in DECISION_FIELDS}
+    if fields["decision"] == "timeout":
+        fields["decided_by"] = fields["decided_by"] or "timeout"
+        fields["reason"] = fields["reason"] or TIMEOUT_REASON
+    return fields
+
+
+def with_timeout(record: dict[str, Any], try_no: str, incident: Mapping[str, str]) -> dict[str, Any]:
+    """The try record with the incident's timeout in it. ``expire.lua`` keeps a timeout in the
+    incident hash only (rewriting each try record, 2 KB of traceback, halved the sweeper's rate;
+    make bench, issue 6). A timeout starts no further try, so it belongs to the incident's current one."""
+    if record.get("decision") or incident.get("decision") != "timeout" or incident.get("try") != str(try_no):
+        return record
+    merged = {**record, **implied_decision(incident)}
+    try:
+        merged["decided_at"] = float(merged["decided_at"])
+    except (TypeError, ValueError):  # edited by hand: show what is there
+        pass
+    return merged
+
+
+def tries_view(raw: Mapping[str, str], incident: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The try records, oldest first; ``incident`` (its hash) supplies a timeout's decision."""
     tries = []
     for number in sorted(raw, key=lambda n: int(n) if n.isdigit() else 0):
         try:
-            record = json.loads(raw[number])
+            record = with_timeout(json.loads(raw[number]), number, incident or {})
         except ValueError:
             record = {"try": number, "corrupt": True}
         for key in ("started_at", "ended_at", "decided_at"):

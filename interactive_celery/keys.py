@@ -9,7 +9,9 @@ key                            type        content and TTL
 ``P:incident:<task_id>``       hash        the incident: state, decision, current try, redacted
                                            args, exception, deadline. No TTL while unresolved;
                                            ``retention`` once resolved. Operators read it.
-``P:tries:<task_id>``          hash        try number -> JSON try record. Same TTL as the incident.
+``P:tries:<task_id>``          hash        try number -> JSON try record, with an operator's decision
+                                           on it. Same TTL as the incident. A timeout's decision
+                                           stays in the incident hash (readers merge it).
 ``P:message:<task_id>``        hash        the message to re-send (real args) and the serialised
                                            exception. Operators never read it (see the ACL in
                                            docs/security.md). Deleted when the flow resolves.

@@ -19,10 +19,11 @@ import redis
 
 from . import errors
 from .config import Settings
+from .incidents import DECISION_FIELDS, TIMEOUT_REASON
 from .keys import APPLIER_GROUP, Keys
 
 MIN_REDIS = (6, 2)
-_SCRIPTS = ("park", "decide", "apply", "start_try", "finish", "supersede", "fallback", "heartbeat")
+_SCRIPTS = ("park", "decide", "expire", "apply", "start_try", "finish", "supersede", "fallback", "heartbeat")
 
 
 def safe_url(url: str) -> str:
@@ -49,6 +50,24 @@ class Applied:
     try_no: int
     options: dict[str, Any]  # per-decision parameter overrides (the top layer)
     message: dict[str, str]
+
+
+@dataclass
+class Ended:
+    """The apply script found the flow's Celery result: its ready state, or None if unreadable there."""
+
+    celery_state: str | None
+
+
+def same_database(store_client: redis.Redis, backend) -> bool:
+    """Whether Celery's result backend is a plain Redis backend on the store's server and database
+    (host, port or socket path, db and user), so scripts may read its result keys."""
+    from celery.backends.redis import RedisBackend
+
+    if type(backend) is not RedisBackend:  # sentinel and cluster subclasses connect elsewhere
+        return False
+    ours, theirs = store_client.connection_pool.connection_kwargs, backend.connparams
+    return all(ours.get(name) == theirs.get(name) for name in ("host", "port", "path", "db", "username"))
 
 
 class Store:
@@ -120,10 +139,16 @@ class Store:
     def park_status(reply: Sequence[str]) -> tuple[str, str]:
         return reply[0], (reply[1] if len(reply) > 1 else "")
 
-    def apply(self, task_id: str, try_no: int, *, now: float, worker: str, fallback_at: float) -> Applied | None:
+    def apply(self, task_id: str, try_no: int, *, now: float, worker: str, fallback_at: float,
+              celery_key: str | None = None) -> Applied | Ended | None:
+        """Claim a decision: what to send, or :class:`Ended` when the flow's Celery result, read
+        from ``celery_key`` (only when the result backend is this Redis database), says Celery
+        ended it or cannot be read here; None when there is nothing to apply."""
         k = self.keys
-        reply = self._run("apply", [k.incident(task_id), k.message(task_id), k.deadlines],
-                          [now, worker, try_no, fallback_at])
+        keys = [k.incident(task_id), k.message(task_id), k.deadlines, *([celery_key] if celery_key else [])]
+        reply = self._run("apply", keys, [now, worker, try_no, fallback_at])
+        if reply[0] in ("ended", "ask_celery"):
+            return Ended(reply[1] if reply[0] == "ended" else None)
         if reply[0] != "send":
             return None
         flat = reply[5:]
@@ -159,14 +184,16 @@ class Store:
     # -- operator side ----------------------------------------------------------------------------
 
     def decide(self, task_id: str, decision: str, *, now: float, operator: str, reason: str = "",
-               host: str = "", result_json: str = "", allow_any: bool = False,
-               options_json: str = "", client=None) -> Any:
+               host: str = "", result_json: str = "", allow_any: bool = False, options_json: str = "",
+               groups: Sequence[str] = (), cutoff: float = 0.0, client=None) -> Any:
+        """Record an operator's decision; it is also their heartbeat (``groups``, ``host``, presence
+        ``cutoff``)."""
         k, s = self.keys, self.settings
         return self._run("decide", [
             k.incident(task_id), k.open, k.active, k.deadlines, k.decisions, k.stream, k.presence,
             k.audit, k.operator(operator), k.tries(task_id),
-        ], [now, decision, operator, reason, host, s.stream_maxlen, result_json, int(allow_any), options_json],
-            client=client)
+        ], [now, decision, operator, reason, host, s.stream_maxlen, result_json, int(allow_any), options_json,
+            json.dumps(list(groups)), s.retention_s, cutoff], client=client)
 
     def heartbeat(self, operator: str, groups: Sequence[str], *, now: float, host: str, cutoff: float) -> int:
         k = self.keys
@@ -232,15 +259,20 @@ class Store:
             newest = self.client.xrevrange(self.keys.stream, count=1)
         return newest[0][0] if newest else "0-0"
 
-    def audit(self, since: float, until: float, limit: int = 1000) -> list[tuple[str, str | None]]:
-        """(``<task_id>:<try>``, that try's JSON record) for decisions made in [since, until]."""
+    def audit(self, since: float, until: float, limit: int = 1000) -> list[tuple[str, str | None, dict[str, str]]]:
+        """(``<task_id>:<try>``, that try's JSON record, the incident's try and decision fields) for
+        decisions made in [since, until]. A timeout is in the incident only (``with_timeout``)."""
+        fields = ("try", *DECISION_FIELDS)
         with self.guard():
             members = self.client.zrangebyscore(self.keys.audit, since, until, start=0, num=limit)
             pipe = self.client.pipeline(transaction=False)
             for member in members:
                 task_id, _, try_no = member.rpartition(":")
                 pipe.hget(self.keys.tries(task_id), try_no)
-            return list(zip(members, pipe.execute()))
+                pipe.hmget(self.keys.incident(task_id), fields)
+            replies = pipe.execute()
+        return [(member, record, dict(zip(fields, values)))
+                for member, record, values in zip(members, replies[::2], replies[1::2])]
 
     # -- applier and sweeper ----------------------------------------------------------------------
 
@@ -285,14 +317,20 @@ class Store:
                                               withscores=True)
         return found[0][1] if found else None
 
-    def expire_many(self, task_ids: Sequence[str], *, now: float) -> list:
-        """Timeout decisions for due incidents, pipelined: one round trip for the whole batch."""
-        with self.guard():
-            pipe = self.client.pipeline(transaction=False)
-            for task_id in task_ids:
-                self.decide(task_id, "timeout", now=now, operator="timeout",
-                            reason="no decision before the deadline", client=pipe)
-            return pipe.execute(raise_on_error=False)
+    def expire(self, task_ids: Sequence[str], *, now: float) -> list[str]:
+        """Time out the due incidents among ``task_ids`` (at most a few thousand) in one script call;
+        a status per id: ``ok``, or why not (``not_due``, ``unknown``, ``superseded``,
+        ``not_waiting``, ``decided``, ``corrupt``)."""
+        if not task_ids:
+            return []
+        k = self.keys
+        keys = [k.open, k.active, k.deadlines, k.decisions, k.stream, k.audit,
+                *(k.incident(task_id) for task_id in task_ids)]
+        reply = self._run("expire", keys, [now, self.settings.stream_maxlen, TIMEOUT_REASON, *task_ids])
+        statuses = ["ok"] * len(task_ids)  # the script lists only the incidents it did not time out
+        for position, status in zip(reply[1::2], reply[2::2]):
+            statuses[int(position) - 1] = status
+        return statuses
 
     def trim(self, now: float) -> int:
         """Forget resolved incidents past retention (their hashes already expired by TTL)."""

@@ -18,6 +18,7 @@ from typing import Any
 from celery import bootsteps
 from celery.app.task import Context
 from celery.states import READY_STATES, REVOKED
+from celery.worker import state as worker_state
 from kombu.serialization import loads, prepare_accept_content
 
 from . import incidents
@@ -25,7 +26,7 @@ from .attach import enable_plain_tasks
 from .config import settings_for
 from .errors import IncompatibleRedis, InteractiveError, RedisUnavailable
 from .faults import crash_point
-from .store import MIN_REDIS, Applied, Store, store_for
+from .store import MIN_REDIS, Applied, Ended, Store, same_database, store_for
 from .task import AWAITING_OPERATOR, HEADER, InteractiveTask, flow_params, parked_meta
 
 logger = logging.getLogger("interactive_celery")
@@ -61,13 +62,22 @@ def decode_message(fields: dict[str, str], accept: Any = None) -> dict[str, Any]
 class Applier:
     """Applies decisions and runs the sweeper for one worker. Usable without a worker in tests."""
 
-    def __init__(self, app, hostname: str):
+    def __init__(self, app, hostname: str, task_events=lambda: True):
         self.app = app
         self.hostname = hostname
+        self.task_events = task_events  # whether this worker sends task events now (-E, enable_events)
         self.settings = settings_for(app)
         self.store = store_for(app)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Cleared while the sweeper drains a backlog of due deadlines: the applier waits, so a burst
+        # of timeouts is recorded before its replays compete for the GIL and the CPUs (100k due
+        # deadlines: 10-23k transitions/s with the replays running alongside; make bench, issue 6).
+        self._no_backlog = threading.Event()
+        self._no_backlog.set()
+        # With the results in our Redis database the apply script reads the flow's Celery state
+        # itself; otherwise the applier asks the backend first (one more round trip per decision).
+        self._result_key = app.backend.get_key_for_task if same_database(self.store.client, app.backend) else None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -124,6 +134,8 @@ class Applier:
                 entries += self.store.claim_stale_decisions(
                     self.hostname, min_idle_ms=int(self.settings.claim_idle_s * 1000))
             for entry_id, fields in entries:
+                while not self._no_backlog.wait(1.0) and not self._stop.is_set():
+                    pass
                 try:
                     self.apply_entry(fields)
                 except InteractiveError:
@@ -145,11 +157,17 @@ class Applier:
         except (KeyError, ValueError, TypeError):
             logger.warning("interactive: skipping malformed decision entry %r", fields)
             return False
-        if self.superseded(task_id):
+        result_key = self._result_key and self._result_key(task_id).decode()
+        if (not result_key or task_id in worker_state.revoked) and self.superseded(task_id):
             return False
         now = time.time()
         applied = self.store.apply(task_id, try_no, now=now, worker=self.hostname,
-                                   fallback_at=now + self.settings.replay_fallback_s)
+                                   fallback_at=now + self.settings.replay_fallback_s, celery_key=result_key)
+        if isinstance(applied, Ended):
+            if self.superseded(task_id, applied.celery_state):
+                return False
+            applied = self.store.apply(task_id, try_no, now=now, worker=self.hostname,
+                                       fallback_at=now + self.settings.replay_fallback_s)
         if applied is None:
             return False
         crash_point("apply.claimed")
@@ -161,8 +179,6 @@ class Applier:
     def superseded(self, task_id: str, celery_state: str | None = None) -> bool:
         """Close the incident if Celery already ended the flow (revoked, finished elsewhere).
         ``celery_state`` is the flow's state in the result backend, when the caller has read it."""
-        from celery.worker import state as worker_state
-
         if celery_state is None:
             celery_state = self.app.AsyncResult(task_id).state
         if task_id in worker_state.revoked or celery_state == REVOKED:
@@ -186,13 +202,14 @@ class Applier:
             header["replay"] = applied.decision
         signature = self.app.signature(payload["task"], tuple(payload["args"]), payload["kwargs"],
                                        payload["options"])
-        signature.apply_async(task_id=task_id, retries=0, headers={**payload.get("headers", {}), HEADER: header})
-        if applied.decision == "retry":
+        if applied.decision == "retry" and self.task_events():
             # Flower leaves the custom AWAITING_OPERATOR state on task-retried; RECEIVED, STARTED and
-            # SUCCESS from the new try follow.
+            # SUCCESS from the new try follow, so it goes out before the message. Not sent when the
+            # worker sends no task events, as Celery sends none of its own then.
             with self.app.events.default_dispatcher(hostname=self.hostname) as dispatcher:
                 dispatcher.send("task-retried", uuid=task_id, exception="operator retry",
                                 traceback="", try_no=applied.try_no)
+        signature.apply_async(task_id=task_id, retries=0, headers={**payload.get("headers", {}), HEADER: header})
 
     # -- sweeping ---------------------------------------------------------------------------------
 
@@ -234,29 +251,39 @@ class Applier:
         in the next round: each takes several round trips, and done inline they made every later
         timeout seconds late once replays lagged behind (make bench, issue 6).
         """
-        transitions, offset, unreplayed = 0, 0, []
-        while not self._stop.is_set():
-            due = self.store.due(now, limit=SWEEP_BATCH, offset=offset)
-            if not due:
-                break
-            expired = 0
-            for task_id, reply in zip(due, self.store.expire_many(due, now=now)):
-                if isinstance(reply, Exception):
-                    logger.warning("interactive: could not expire %s: %s", task_id, reply)
-                elif reply[0] == "ok":
-                    expired += 1
-                    logger.info("interactive: %s timed out waiting for an operator", task_id)
-                elif reply[0] in ("not_waiting", "decided"):
-                    unreplayed.append(task_id)
-            transitions += expired
-            offset += len(due) - expired  # entries that stay in the index; the next page follows them
-            if len(due) < SWEEP_BATCH:
-                break
+        unreplayed: list[str] = []
+        try:
+            transitions = self._expire_due(now, unreplayed)
+        finally:
+            self._no_backlog.set()
         budget = time.monotonic() + FALLBACK_BUDGET_S
         for task_id in unreplayed:
             if self._stop.is_set() or time.monotonic() > budget:
                 break
             transitions += self.fallback(task_id, now)
+        return transitions
+
+    def _expire_due(self, now: float, unreplayed: list[str]) -> int:
+        """Time out every due open incident; collect the decided ones still waiting for a replay."""
+        transitions, offset = 0, 0
+        while not self._stop.is_set():
+            due = self.store.due(now, limit=SWEEP_BATCH, offset=offset)
+            if len(due) == SWEEP_BATCH:
+                self._no_backlog.clear()
+            expired = 0
+            for task_id, status in zip(due, self.store.expire(due, now=now)):
+                if status == "ok":
+                    expired += 1
+                    logger.info("interactive: %s timed out waiting for an operator", task_id)
+                elif status in ("not_waiting", "decided"):
+                    unreplayed.append(task_id)
+                elif status == "corrupt":
+                    logger.warning("interactive: cannot expire %s: its records are not ours (edited by hand?)",
+                                   task_id)
+            transitions += expired
+            offset += len(due) - expired  # entries that stay in the index; the next page follows them
+            if len(due) < SWEEP_BATCH:
+                break
         return transitions
 
     def fallback(self, task_id: str, now: float) -> int:
@@ -312,5 +339,10 @@ class InteractiveStep(bootsteps.StartStopStep):
     def create(self, worker) -> Applier:
         # Before the consumer builds the tasks' tracers, which look for a custom __call__.
         enable_plain_tasks(worker.app)
-        worker.interactive = Applier(worker.app, worker.hostname)
+
+        def task_events() -> bool:  # what Celery's EventDispatcher.send checks for a task-* event
+            dispatcher = getattr(getattr(worker, "consumer", None), "event_dispatcher", None)
+            return bool(dispatcher and dispatcher.enabled and (not dispatcher.groups or "task" in dispatcher.groups))
+
+        worker.interactive = Applier(worker.app, worker.hostname, task_events)
         return worker.interactive

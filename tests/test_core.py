@@ -132,6 +132,7 @@ def test_timeout_fails_never_before_the_deadline(app, alice):
     def sync():
         raise FileMissing("partner offline")
 
+    since = time.time()
     with running_worker(app):
         result = sync.delay()
         wait_state(result, AWAITING_OPERATOR)
@@ -143,6 +144,12 @@ def test_timeout_fails_never_before_the_deadline(app, alice):
         incident = wait_incident_state(alice, result.id, "failed")
         assert incident["decision"] == "timeout" and float(incident["decided_at"]) >= deadline
     assert "before the deadline" in result.traceback
+    # The sweeper keeps a timeout in the incident only; history and audit still show it on the try.
+    [parked_try] = alice.history(result.id)
+    assert (parked_try["try"], parked_try["decision"], parked_try["decided_by"]) == (1, "timeout", "timeout")
+    assert parked_try["decided_at"].endswith("Z")
+    assert [(r["id"], r["try"], r["decision"], r["operator"], r["reason"]) for r in alice.audit(since=since)] == [
+        (result.id, 1, "timeout", "timeout", "no decision before the deadline")]
 
 
 def test_chain_parked_then_retried_continues_once(app, alice):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
+import redis
 
 from interactive_celery import (
     AWAITING_OPERATOR, AlreadyDecided, AmbiguousIncident, BadInput, InteractiveTask, NotWaiting, OperatorAPI,
     Superseded, UnknownIncident,
 )
+from interactive_celery.keys import Keys
+from interactive_celery.store import same_database, store_for
 from interactive_celery.testing import wait_for
 from interactive_celery.worker import Applier
 from tests.conftest import running_worker
+from tests.fault_support import seed_incident
 from tests.helpers import wait_incident_state, wait_state
 
 pytestmark = pytest.mark.legacy
@@ -168,6 +173,47 @@ def test_success_stored_by_celery_supersedes_the_incident(app, alice):
         assert "SUCCESS" in incident["superseded_why"]
         with pytest.raises(Superseded):
             alice.fail(result.id)
+
+
+@pytest.mark.parametrize("results, ended", [
+    ("in the same Redis database", True), ("in another database", True), ("pickled", True),
+    ("pickled", False),
+])
+def test_the_applier_reads_celerys_state_wherever_results_live(app_factory, redis_url, rclient, results, ended):
+    """Before it sends anything the applier checks that Celery has not ended the flow meanwhile (a
+    redelivered first try stored SUCCESS). With results in the store's own Redis database the
+    apply script reads Celery's result key itself; in another database, or pickled where the
+    script cannot read it, the applier asks Celery. Either way an ended flow is superseded and gets
+    no message, and a waiting one gets its message."""
+    conf = {"result_backend": redis_url.rsplit("/", 1)[0] + "/1"} if results == "in another database" else {}
+    if results == "pickled":
+        conf.update(result_serializer="pickle", result_accept_content=["json", "pickle"])
+    app = app_factory(**conf)
+    assert same_database(store_for(app).client, app.backend) == (results != "in another database")
+    alice = OperatorAPI(app, "alice")
+    alice.heartbeat()
+    task_id = str(uuid.uuid4())
+    seed_incident(alice.store, task_id, task=f"{app.main}.absent")
+    if ended:
+        app.backend.mark_as_done(task_id, "stored by a redelivered first try")
+    else:
+        app.backend.store_result(task_id, {}, AWAITING_OPERATOR)
+    if results == "pickled":  # what the apply script cannot read: it asks the applier to use Celery
+        assert redis.Redis.from_url(redis_url).get(app.backend.get_key_for_task(task_id)).startswith(b"\x80")
+    alice.retry(task_id, wait=0)
+    [(_, fields)] = rclient.xrange(Keys(app.conf.interactive_key_prefix).decisions)
+    queued = rclient.llen(app.conf.task_default_queue)
+    try:
+        assert Applier(app, "lone-applier").apply_entry(fields) is not ended
+        incident = alice.store.incident(task_id)
+        if ended:
+            assert incident["state"] == "superseded" and "SUCCESS" in incident["superseded_why"]
+            assert rclient.llen(app.conf.task_default_queue) == queued
+        else:
+            assert incident["state"] == "retrying"
+            assert rclient.llen(app.conf.task_default_queue) == queued + 1
+    finally:
+        app.backend.forget(task_id)
 
 
 def test_every_park_and_decision_logs_one_line(app, alice, caplog):

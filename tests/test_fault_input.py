@@ -22,7 +22,7 @@ from celery import Celery
 from pexpect.popen_spawn import PopenSpawn
 
 from interactive_celery import (
-    AWAITING_OPERATOR, BadInput, ConfigurationError, InteractiveTask, OperatorAPI, interactive,
+    AlreadyDecided, AWAITING_OPERATOR, BadInput, ConfigurationError, InteractiveTask, OperatorAPI, interactive,
 )
 from interactive_celery.config import settings_for
 from interactive_celery.keys import Keys
@@ -360,6 +360,54 @@ def test_keys_corrupted_by_hand_give_a_clear_error_and_no_partial_write(app, ali
     if corruption == "incident fields are garbage":
         shown = parse_json(invoke(app, "show", ids[0], "--operator", "alice", "--json").stdout)
         assert shown["deadline"] == "soon" and shown["fence"] == "x"
+
+
+def test_one_sweep_batch_times_out_the_due_and_skips_the_rest_each_untouched(app, alice, rclient):
+    """The sweeper's batch script answers for each incident. Only the due, open ones time out
+    (incident decided, one decision entry each, their try record not rewritten); an incident
+    edited by hand into another type, one not due yet, one already decided and an unknown id are
+    reported and left exactly as they were."""
+    keys = Keys(app.conf.interactive_key_prefix)
+    now = time.time()
+    due, corrupt, later, decided, unknown, due_too = (str(uuid.uuid4()) for _ in range(6))
+    for task_id in (due, corrupt, decided, due_too):
+        seed_incident(alice.store, task_id, now=now, deadline=now - 1)
+    seed_incident(alice.store, later, now=now, deadline=now + 3600)
+    alice.fail(decided, wait=0)
+    rclient.delete(keys.incident(corrupt))
+    rclient.set(keys.incident(corrupt), "oops")
+    before = {task_id: (rclient.dump(keys.incident(task_id)), rclient.dump(keys.tries(task_id)))
+              for task_id in (corrupt, later, decided)}
+    record_before = rclient.hget(keys.tries(due), "1")
+
+    statuses = alice.store.expire([due, corrupt, later, decided, unknown, due_too], now=now)
+
+    assert statuses == ["ok", "corrupt", "not_due", "decided", "unknown", "ok"]
+    for task_id in (due, due_too):
+        raw = rclient.hgetall(keys.incident(task_id))
+        assert (raw["state"], raw["decision"], float(raw["decided_at"])) == ("decided", "timeout", now)
+        assert "decided_by" not in raw and "reason" not in raw  # implied for a timeout
+        assert rclient.zscore(keys.active, task_id) == now and rclient.zscore(keys.open, task_id) is None
+        assert rclient.zscore(keys.deadlines, task_id) is None
+        assert rclient.zscore(keys.audit, f"{task_id}:1") == now
+    assert rclient.hget(keys.tries(due), "1") == record_before  # readers take the timeout from the incident
+    assert [f["id"] for _, f in rclient.xrange(keys.decisions) if f["decision"] == "timeout"] == [due, due_too]
+    assert {task_id: (rclient.dump(keys.incident(task_id)), rclient.dump(keys.tries(task_id)))
+            for task_id in (corrupt, later, decided)} == before
+    assert rclient.zscore(keys.deadlines, corrupt) == now - 1  # still due: the sweeper pages past it
+    assert rclient.zscore(keys.deadlines, later) == now + 3600
+    assert alice.store.expire([], now=now) == []
+
+    # Readers see who and why all the same.
+    shown = alice.incident(due)
+    assert (shown["decided_by"], shown["reason"]) == ("timeout", "no decision before the deadline")
+    assert (shown["tries"][0]["decision"], shown["tries"][0]["decided_by"]) == ("timeout", "timeout")
+    with pytest.raises(AlreadyDecided) as refused:
+        alice.retry(due, wait=0)
+    assert refused.value.existing_decision["decided_by"] == "timeout"
+    assert refused.value.existing_decision["reason"] == "no decision before the deadline"
+    [entry] = [f for _, f in rclient.xrange(keys.stream) if f["type"] == "incident.decided" and f["id"] == due]
+    assert (entry["decision"], entry["operator"], entry["reason"]) == ("timeout", "timeout", "no decision before the deadline")
 
 
 # -- configuration ---------------------------------------------------------------------------------------

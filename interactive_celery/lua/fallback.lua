@@ -16,5 +16,5 @@ saved[2] = saved_traceback(saved[2], KEYS[2], cur[3])
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 resolve(k, cur[2], ARGV[1], ARGV[2], 'failed', {outcome = 'failed', replayed = 'direct'})
 local kind = (cur[4] == 'timeout') and 'incident.timed_out' or 'incident.failed'
-emit(KEYS[8], ARGV[3], {type = kind, id = cur[2], try = cur[3], task = cur[5], reason = 'applied directly'})
+emit(KEYS[8], ARGV[3], 'type', kind, 'id', cur[2], 'try', cur[3], 'task', cur[5], 'reason', 'applied directly')
 return {'direct', cur[4], saved[1] or '', saved[2] or '', saved[3] or '', saved[4] or '', saved[5] or ''}

@@ -9,5 +9,5 @@ local k = {incident = KEYS[1], tries = KEYS[2], message = KEYS[3], open = KEYS[4
            deadlines = KEYS[6], resolved = KEYS[7]}
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[6])
 resolve(k, cur[4], ARGV[1], ARGV[4], 'succeeded', {outcome = 'succeeded'})
-emit(KEYS[8], ARGV[5], {type = 'incident.succeeded', id = cur[4], try = ARGV[2], task = cur[5]})
+emit(KEYS[8], ARGV[5], 'type', 'incident.succeeded', 'id', cur[4], 'try', ARGV[2], 'task', cur[5])
 return {'ok'}

@@ -5,12 +5,5 @@
 -- Errors: WRONGTYPE when a key holds another type (nothing written)
 local refused = check_types({'zset', 'hash'})
 if refused then return refused end
-local groups = cjson.decode(ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-for _, g in ipairs(groups) do redis.call('ZADD', KEYS[1], ARGV[1], 'team:' .. g) end
--- "Online since" restarts when the operator comes back after being away past the limit.
-local last = redis.call('HGET', KEYS[2], 'last_seen')
-if not last or tonumber(last) < tonumber(ARGV[6]) then redis.call('HSET', KEYS[2], 'since', ARGV[1]) end
-redis.call('HSET', KEYS[2], 'groups', ARGV[3], 'host', ARGV[4], 'last_seen', ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+beat(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return redis.call('ZCOUNT', KEYS[1], ARGV[6], '+inf')

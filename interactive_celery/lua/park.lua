@@ -41,8 +41,8 @@ if not attended then
   redis.call('HSET', KEYS[2], try_no, ARGV[9])
   resolve(k, id, now, ARGV[7], 'failed', {outcome = 'failed', exc_type = fields.exc_type,
           exc_message = fields.exc_message, resolved_by = 'unattended'})
-  emit(KEYS[9], ARGV[6], {type = 'incident.failed', id = id, try = try_no, operator = '',
-       reason = 'no operator online', task = fields.task})
+  emit(KEYS[9], ARGV[6], 'type', 'incident.failed', 'id', id, 'try', try_no, 'operator', '',
+       'reason', 'no operator online', 'task', fields.task)
   return {'closed'}
 end
 
@@ -65,8 +65,8 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[7], id)
 redis.call('ZADD', KEYS[6], ARGV[5], id)
 redis.call('ZADD', KEYS[10], 0, id)
-local entry = emit(KEYS[9], ARGV[6], {type = 'incident.opened', id = id, try = try_no,
-  task = fields.task, exc_type = fields.exc_type, exc_message = fields.exc_message,
-  subject = fields.subject or '', body = fields.body or '', addressed = fields.addressed or '[]',
-  deadline = ARGV[5]})
+local entry = emit(KEYS[9], ARGV[6], 'type', 'incident.opened', 'id', id, 'try', try_no,
+  'task', fields.task, 'exc_type', fields.exc_type, 'exc_message', fields.exc_message,
+  'subject', fields.subject or '', 'body', fields.body or '', 'addressed', fields.addressed or '[]',
+  'deadline', ARGV[5])
 return {'parked', entry}

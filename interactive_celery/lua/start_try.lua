@@ -28,7 +28,7 @@ if state == 'retrying' or again then
     end
   end
   if state == 'retrying' then
-    emit(KEYS[8], ARGV[8], {type = 'incident.retried', id = id, try = try_no, task = cur[8]})
+    emit(KEYS[8], ARGV[8], 'type', 'incident.retried', 'id', id, 'try', try_no, 'task', cur[8])
   end
   return {'run'}
 end
@@ -40,7 +40,7 @@ if state == 'replaying' then
   resolve(k, id, now, ARGV[7], outcome, {outcome = outcome})
   local kind = (decision == 'ignore' and 'incident.ignored') or
                (decision == 'timeout' and 'incident.timed_out') or 'incident.failed'
-  emit(KEYS[8], ARGV[8], {type = kind, id = id, try = try_no, task = cur[8]})
+  emit(KEYS[8], ARGV[8], 'type', kind, 'id', id, 'try', try_no, 'task', cur[8])
   return {'replay', decision, saved[1] or '', saved[2] or '', cur[7] or ''}
 end
 return {'fenced', state}

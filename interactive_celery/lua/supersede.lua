@@ -9,6 +9,6 @@ if FINAL[cur[1]] then return {'final', cur[1]} end
 local k = {incident = KEYS[1], tries = KEYS[2], message = KEYS[3], open = KEYS[4], active = KEYS[5],
            deadlines = KEYS[6], resolved = KEYS[7]}
 resolve(k, cur[2], ARGV[1], ARGV[4], 'superseded', {outcome = ARGV[3], superseded_why = ARGV[2]})
-emit(KEYS[8], ARGV[5], {type = 'incident.superseded', id = cur[2], try = cur[3], task = cur[4],
-     reason = ARGV[2]})
+emit(KEYS[8], ARGV[5], 'type', 'incident.superseded', 'id', cur[2], 'try', cur[3], 'task', cur[4],
+     'reason', ARGV[2])
 return {'ok'}
