@@ -185,7 +185,7 @@ class Store:
 
     def decide(self, task_id: str, decision: str, *, now: float, operator: str, reason: str = "",
                host: str = "", result_json: str = "", allow_any: bool = False, options_json: str = "",
-               groups: Sequence[str] = (), cutoff: float = 0.0, client=None) -> Any:
+               groups: Sequence[str] = (), cutoff: float = 0.0) -> Any:
         """Record an operator's decision; it is also their heartbeat (``groups``, ``host``, presence
         ``cutoff``)."""
         k, s = self.keys, self.settings
@@ -193,7 +193,7 @@ class Store:
             k.incident(task_id), k.open, k.active, k.deadlines, k.decisions, k.stream, k.presence,
             k.audit, k.operator(operator), k.tries(task_id),
         ], [now, decision, operator, reason, host, s.stream_maxlen, result_json, int(allow_any), options_json,
-            json.dumps(list(groups)), s.retention_s, cutoff], client=client)
+            json.dumps(list(groups)), s.retention_s, cutoff])
 
     def heartbeat(self, operator: str, groups: Sequence[str], *, now: float, host: str, cutoff: float) -> int:
         k = self.keys
