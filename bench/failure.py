@@ -10,7 +10,7 @@ from interactive_celery import AWAITING_OPERATOR, OperatorAPI
 from interactive_celery.store import store_for
 
 from .harness import Harness, ResultListener, Worker
-from .stats import CommandLog, distribution, per, summary
+from .stats import CommandLog, distribution, per, percentile, summary
 from .success import BACKGROUND
 
 FAILING = "bench.fail_then_succeed"
@@ -28,7 +28,10 @@ def _last_stream_id(harness: Harness, key: str) -> str:
 
 def stream_latency(harness: Harness, listener: ResultListener, *, n: int, rounds: int, rate_per_s: float) -> dict:
     """Time from the raise (the exception's message carries it) to the ``incident.opened`` entry's id,
-    which Redis stamps in milliseconds when the park script appends it."""
+    which Redis stamps in whole milliseconds when the park script appends it. The id's millisecond
+    is the floor of the append time, so the figure compared with the target is the upper bound
+    (id + 1 ms - raise); the lower bound (id - raise) is reported beside it. Taken as the id alone,
+    a quick machine showed a p50 of 0.09 ms, half a millisecond less than the truth on average."""
     from bench.app import app
 
     api = OperatorAPI(app, "bench")
@@ -44,14 +47,17 @@ def stream_latency(harness: Harness, listener: ResultListener, *, n: int, rounds
     for entry_id, fields in harness.client.xrange(stream, min=f"({start_id}" if start_id != "0-0" else "-"):
         if fields.get("type") == "incident.opened":
             raised_ms = float(fields["exc_message"]) * 1000
-            by_id[fields["id"]] = int(entry_id.split("-")[0]) - raised_ms
+            by_id[fields["id"]] = int(entry_id.split("-")[0]) + 1 - raised_ms
     samples = [by_id[i] for i in ids if i in by_id]
     if len(samples) != n:
         raise RuntimeError(f"only {len(samples)} of {n} failures reached the stream")
     dist = distribution(samples, _chunks(samples, rounds), digits=2)
+    lower = [s - 1 for s in samples]
     return {
-        "figure": "failure -> incident on the stream", "unit": "ms (stream ids have 1 ms resolution)",
+        "figure": "failure -> incident on the stream",
+        "unit": "ms, upper bound (stream ids have 1 ms resolution)",
         "value": {"p50": dist["p50"], "p99": dist["p99"]}, "distribution": dist,
+        "lower_bound": {"p50": round(percentile(lower, 50), 2), "p99": round(percentile(lower, 99), 2)},
         "n": n, "send_rate_per_s": rate_per_s, "target": "p50 <= 2 ms, p99 <= 10 ms",
         "met": dist["p50"] <= 2 and dist["p99"] <= 10,
     }
@@ -125,6 +131,9 @@ def retry_latency(harness: Harness, listener: ResultListener, *, n: int, rounds:
         "figure": "operator retry -> body running again, vs self.retry(countdown=0)", "unit": "ratio of p50",
         "value": value, "ratio_p50_rounds": summary(ratio_p50, 3),
         "ratio_p99": round(d_ours["p99"] / d_celery["p99"], 3),
+        # The design's three hops (apply, start_try, the applier's wake) cost a fixed time, not a
+        # share of Celery's: see docs/benchmarks.md for why the absolute figure is the fairer one.
+        "extra_p50_ms": round(d_ours["p50"] - d_celery["p50"], 2),
         "interactive_ms": d_ours, "celery_retry_ms": d_celery, "n": n,
         "target": "ratio <= 1.1", "met": value <= 1.1,
     }

@@ -33,7 +33,8 @@ def headline(key: str, fig: dict) -> str:
     if key == "failure_stream_latency":
         d = fig["distribution"]
         return (f"p50 {d['p50']:.2f} ms [{d['p50_rounds']['min']:.2f}..{d['p50_rounds']['max']:.2f}], "
-                f"p99 {d['p99']:.2f} ms [{d['p99_rounds']['min']:.2f}..{d['p99_rounds']['max']:.2f}]")
+                f"p99 {d['p99']:.2f} ms [{d['p99_rounds']['min']:.2f}..{d['p99_rounds']['max']:.2f}] "
+                f"(upper bound; lower p50 {fig['lower_bound']['p50']:.2f} ms)")
     if key == "failure_round_trips":
         return (f"{fig['value']:g} EVALSHA per park [{fig['ours_per_park']['min']:g}..{fig['ours_per_park']['max']:g}]; "
                 f"Celery apart: {fig['celery_state_write_commands_per_park']['median']:g} state-write, "
@@ -41,7 +42,7 @@ def headline(key: str, fig: dict) -> str:
     if key == "retry_latency":
         i, c, r = fig["interactive_ms"], fig["celery_retry_ms"], fig["ratio_p50_rounds"]
         return (f"ratio {fig['value']:.2f} [{r['min']:.2f}..{r['max']:.2f}]: p50 {i['p50']:.1f} vs "
-                f"{c['p50']:.1f} ms, p99 {i['p99']:.1f} vs {c['p99']:.1f} ms")
+                f"{c['p50']:.1f} ms (+{fig['extra_p50_ms']:.2f} ms), p99 {i['p99']:.1f} vs {c['p99']:.1f} ms")
     if key == "deadline_lateness":
         d, f = fig["to_timeout_transition_s"], fig["to_failure_stored_s"]
         late = f"> {fig['failure_wait_s']:g} s wait"

@@ -21,8 +21,10 @@ from .stats import distribution, percentile, summary
 SEED_RATE_GUESS = 1500  # parks/s on a busy 2-core machine; only sets how far ahead deadlines start
 
 
-def _stream_ms(entry_id: str) -> float:
-    return int(entry_id.split("-")[0]) / 1000
+def _stream_time(entry_id: str) -> float:
+    """The latest time (unix seconds) the entry can have been appended: its id holds the floor of
+    Redis's clock in milliseconds, so lateness is an upper bound, never below zero by truncation."""
+    return (int(entry_id.split("-")[0]) + 1) / 1000
 
 
 def _failures_stored(harness: Harness, ids: list[str]) -> dict[str, float]:
@@ -65,7 +67,7 @@ def deadline_lateness(harness: Harness, sizes) -> dict:
             for entry_id, fields in (reply[0][1] if reply else []):
                 last_id = entry_id
                 if fields.get("type") == "incident.decided" and fields.get("decision") == "timeout":
-                    decided[fields["id"]] = _stream_ms(entry_id)
+                    decided[fields["id"]] = _stream_time(entry_id)
         failed = {}
         # Replays run at worker speed after the transitions; wait a bounded time for the tail.
         wait_until = time.time() + sizes.failure_wait_s

@@ -17,7 +17,8 @@ from typing import Any
 
 from celery import bootsteps
 from celery.app.task import Context
-from celery.states import READY_STATES, REVOKED
+from celery.backends.base import BaseKeyValueStoreBackend
+from celery.states import PENDING, READY_STATES, REVOKED
 from celery.worker import state as worker_state
 from kombu.serialization import loads, prepare_accept_content
 
@@ -314,13 +315,30 @@ class Applier:
         concurrency the retried run can park before the earlier run's RETRY lands on top."""
         ended = 0
         for which in ("open", "active"):
-            for task_id, _ in self.store.index(which, limit=RECONCILE_PAGE):
-                celery_state = self.app.backend.get_task_meta(task_id).get("status")
+            ids = [task_id for task_id, _ in self.store.index(which, limit=RECONCILE_PAGE)]
+            for task_id, celery_state in zip(ids, self._celery_states(ids)):
                 if self.superseded(task_id, celery_state):
                     ended += 1
                 elif which == "open" and celery_state != AWAITING_OPERATOR:
                     self._refresh_parked_state(task_id)
         return ended
+
+    def _celery_states(self, task_ids: list[str]) -> list[str]:
+        """Each flow's state in the result backend: one MGET on a key-value backend (Redis and the
+        like) instead of a GET per incident, which was 400 round trips every 5 s per worker with
+        many incidents open (make bench, issue 6). Decoded as Celery decodes a single read."""
+        backend = self.app.backend
+        if task_ids and isinstance(backend, BaseKeyValueStoreBackend):
+            keys = [backend.get_key_for_task(task_id) for task_id in task_ids]
+            try:
+                values = backend.mget(keys)
+            except NotImplementedError:  # a key-value backend without a batch read
+                pass
+            else:
+                if isinstance(values, dict):  # the cache backend answers by key, not in order
+                    values = [values.get(key) for key in keys]
+                return [backend.decode_result(value)["status"] if value else PENDING for value in values]
+        return [backend.get_task_meta(task_id).get("status") for task_id in task_ids]
 
     def _refresh_parked_state(self, task_id: str) -> None:
         raw = self.store.incident(task_id)

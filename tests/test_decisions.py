@@ -216,6 +216,44 @@ def test_the_applier_reads_celerys_state_wherever_results_live(app_factory, redi
         app.backend.forget(task_id)
 
 
+@pytest.mark.parametrize("results", ["in the same Redis database", "in another database", "pickled",
+                                     "in Celery's memory cache"])
+def test_reconcile_reads_every_open_flows_state_in_one_call(app_factory, redis_url, rclient, results):
+    """The upkeep thread's reconcile pass reads Celery's state for a page of open incidents with one
+    MGET, decoded as Celery decodes one read (pickled too; the cache backend answers by key). A flow
+    Celery ended is superseded, one whose AWAITING_OPERATOR is missing gets it back, and the rest
+    are left alone."""
+    conf = {"result_backend": redis_url.rsplit("/", 1)[0] + "/1"} if results == "in another database" else {}
+    if results == "pickled":
+        conf.update(result_serializer="pickle", result_accept_content=["json", "pickle"])
+    if results == "in Celery's memory cache":
+        conf.update(result_backend="cache+memory://")
+    app = app_factory(**conf)
+    alice = OperatorAPI(app, "alice")
+    alice.heartbeat()
+    ids = [str(uuid.uuid4()) for _ in range(7)]
+    for task_id in ids:
+        seed_incident(alice.store, task_id, task=f"{app.main}.absent")
+    ended, missing, waiting = ids[0], ids[1], ids[2:]
+    app.backend.mark_as_done(ended, "stored by a redelivered first try")
+    for task_id in waiting:
+        app.backend.store_result(task_id, {}, AWAITING_OPERATOR)
+    rclient.config_resetstat()
+    try:
+        assert Applier(app, "lone-applier").reconcile() == 1
+        calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in rclient.info("commandstats").items()}
+        assert alice.store.incident(ended)["state"] == "superseded"
+        assert app.backend.get_task_meta(missing)["status"] == AWAITING_OPERATOR
+        assert {alice.store.incident(task_id)["state"] for task_id in [missing, *waiting]} == {"open"}
+        if results != "in Celery's memory cache":
+            # One MGET for the open page (the active index is empty), not a GET per flow; Celery
+            # itself reads a key before it stores the refreshed AWAITING_OPERATOR.
+            assert calls.get("mget") == 1 and calls.get("get", 0) < len(ids), calls
+    finally:
+        for task_id in ids:
+            app.backend.forget(task_id)
+
+
 def test_every_park_and_decision_logs_one_line(app, alice, caplog):
     """The interactive_celery logger writes one line per park and one per applied decision."""
     caplog.set_level(logging.INFO, logger="interactive_celery")
