@@ -10,9 +10,9 @@ import sys
 from interactive_celery.testing import wait_for
 
 OWNER = """
-import time
+import sys, time
 from interactive_celery.testing import RedisServer
-server = RedisServer().start()
+server = RedisServer(data_dir=sys.argv[1]).start()
 print(server.process.pid, flush=True)
 time.sleep(120)
 """
@@ -28,9 +28,10 @@ def _alive(pid: int) -> bool:
         return stat.read().split()[2] != "Z"
 
 
-def test_redis_server_stops_when_its_owner_is_killed():
+def test_redis_server_stops_when_its_owner_is_killed(tmp_path):
     """A test run killed by a timeout or kill -9 runs no clean-up; its redis-server still stops."""
-    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
+    # The killed owner cannot remove its data directory, so it gets one pytest removes.
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     redis_pid = int(owner.stdout.readline())
     assert _alive(redis_pid)
     owner.send_signal(signal.SIGKILL)
