@@ -44,9 +44,10 @@ def cli_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(argv: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(argv: list[str], env: dict[str, str], timeout: float = 60,
+            cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run a real CLI process (``celery`` or ``interactive-celery`` from this venv)."""
-    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
     assert_no_traceback(proc.stderr)
     return proc

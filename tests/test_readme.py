@@ -16,7 +16,7 @@ import redis
 from interactive_celery.config import Settings
 from interactive_celery.keys import Keys
 from interactive_celery.testing import die_with_parent, wait_for
-from tests.cli_helpers import BIN, ROOT, assert_no_traceback
+from tests.cli_helpers import BIN, ROOT, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +39,7 @@ def _command(pattern: str) -> list[str]:
 
 
 def _run(argv: list[str], cwd, env) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-    assert_no_traceback(proc.stderr)
+    proc = run_cli(argv, env, cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -52,7 +51,7 @@ def test_ten_lines_walkthrough_parks_and_an_operator_retry_returns_42(redis_url,
     (tmp_path / "proj.py").write_text(code.replace(README_URL, url))
     invoices = tmp_path / "invoices.csv"
     caller = shlex.split(_block("in a third call").strip().replace(README_FILE, str(invoices)))
-    contents = re.search(r"printf '(.*?)' > " + re.escape(README_FILE), SECTION).group(1)
+    contents = _command(r"`printf ('.*?') > " + re.escape(README_FILE) + "`")[0]
     # The venv's bin first on PATH, as after `source .venv/bin/activate`.
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "INTERACTIVE_OPERATOR": "alice"}
 
