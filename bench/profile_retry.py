@@ -16,7 +16,7 @@ from pathlib import Path
 
 from interactive_celery import AWAITING_OPERATOR, OperatorAPI
 
-from .failure import SETTLE_S
+from .failure import SETTLE_S, hop_floor, ping_pair
 from .harness import Harness, ResultListener
 from .stats import percentile
 
@@ -94,16 +94,9 @@ def profile(n: int) -> dict[str, list[float]]:
 
 
 def _round_trips(client, n: int) -> dict[str, list[float]]:
-    """What one hop costs on this machine: a PING back to back, and after the process and Redis
-    sat idle as long as the retry loop lets them (each step above starts from idle)."""
-    hot, idle = [], []
-    for _ in range(n):
-        time.sleep(SETTLE_S)
-        for bucket in (idle, hot):
-            start = time.perf_counter()
-            client.ping()
-            bucket.append(1000 * (time.perf_counter() - start))
-    return {"rtt_idle": idle, "rtt_hot": hot}
+    """What one hop costs on this machine (each step above starts from idle)."""
+    pairs = [ping_pair(client) for _ in range(n)]
+    return {"rtt_idle": [idle for idle, _ in pairs], "rtt_hot": [hot for _, hot in pairs]}
 
 
 def main(argv: list[str]) -> int:
@@ -116,6 +109,11 @@ def main(argv: list[str]) -> int:
         values = steps[key]
         if values:
             print(f"{label:<70} {statistics.median(values):8.2f} {percentile(values, 90):8.2f}")
+    celery = statistics.median(steps["celery_total"])
+    ratio = statistics.median(steps["total"]) / celery
+    floor = hop_floor(celery, steps["rtt_idle"], steps["rtt_hot"])
+    print(f"ratio {ratio:.2f}; the design's three hops at one round trip each: +{floor['extra_ms']:.2f} ms, "
+          f"ratio {floor['ratio']:.2f} at best")
     return 0
 
 

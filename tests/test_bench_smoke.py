@@ -43,6 +43,7 @@ def test_bench_smoke_run_produces_every_figure(tmp_path):
     assert figures["success_commands"]["monitor"]["our_prefix_commands_per_task"]["interactive"]["rounds"]
     assert figures["success_throughput"]["tasks_per_s"]["plain"]["rounds"]
     assert figures["retry_latency"]["celery_retry_ms"]["n"] == results["sizes"]["retry_n"]
+    assert figures["retry_latency"]["floor"]["extra_ms"] > 0  # the least the three hops cost here
     assert figures["deadline_lateness"]["to_failure_stored_s"] is not None
     assert figures["list_first_page"]["cli_error"] is None and figures["list_first_page"]["cli_list_json_s"]
     assert figures["timeout_transitions"]["replays_per_s_after"] is not None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 
 import pytest
 import redis
 
 from interactive_celery import AWAITING_OPERATOR, InteractiveTask, OperatorAPI
 from interactive_celery.testing import RedisServer, wait_for
+from interactive_celery.worker import Applier
 from tests.conftest import running_worker
+from tests.fault_support import seed_incident
 from tests.helpers import wait_incident_state, wait_state
 
 pytestmark = pytest.mark.legacy
@@ -96,6 +99,27 @@ def test_failure_path_is_one_round_trip_of_ours(app, alice, redis_url):
             wait_for(parks, timeout=5, what="MONITOR to report the park")  # its feed may lag
         assert len(parks()) == 1
         alice.fail(result.id, wait=10)
+
+
+def test_a_fresh_decision_is_applied_before_stale_entries_are_claimed(app, alice, redis_url):
+    """The periodic claim of stale entries (XAUTOCLAIM) comes after the decisions just read: run
+    first, it put one more round trip in front of a new decision about once a second."""
+    task_id = str(uuid.uuid4())
+    seed_incident(alice.store, task_id, task=f"{app.main}.absent")
+    alice.retry(task_id, wait=0)
+    applier = Applier(app, "applier-1")  # a fresh applier: its first claim is due at once
+    with monitored(redis_url) as commands:
+        applier.start()
+        try:
+            wait_for(lambda: any(c.upper().startswith("XAUTOCLAIM") for c in commands), timeout=10,
+                     what="the claim")
+        finally:
+            applier.stop()
+    apply_sha = applier.store._scripts["apply"].sha
+    names = [c.split()[0].upper() + (" apply" if apply_sha in c else "") for c in commands]
+    assert "EVALSHA apply" in names, names
+    assert names.index("EVALSHA apply") < names.index("XAUTOCLAIM"), names
+    assert wait_incident_state(alice, task_id, "retrying")["applied_by"] == "applier-1"
 
 
 def test_unattended_failure_costs_one_presence_check(quiet_app, redis_url, rclient):
