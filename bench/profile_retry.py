@@ -112,8 +112,8 @@ def main(argv: list[str]) -> int:
     celery = statistics.median(steps["celery_total"])
     ratio = statistics.median(steps["total"]) / celery
     floor = hop_floor(celery, steps["rtt_idle"], steps["rtt_hot"])
-    print(f"ratio {ratio:.2f}; the design's three hops at one round trip each: +{floor['extra_ms']:.2f} ms, "
-          f"ratio {floor['ratio']:.2f} at best")
+    print(f"ratio {ratio:.2f}; the design's three hops at one round trip each (one from idle, two back to "
+          f"back): +{floor['extra_ms']:.2f} ms, ratio {floor['ratio']:.2f} at best")
     return 0
 
 

@@ -43,7 +43,8 @@ def headline(key: str, fig: dict) -> str:
         i, c, r = fig["interactive_ms"], fig["celery_retry_ms"], fig["ratio_p50_rounds"]
         return (f"ratio {fig['value']:.2f} [{r['min']:.2f}..{r['max']:.2f}]: p50 {i['p50']:.1f} vs "
                 f"{c['p50']:.1f} ms (+{fig['extra_p50_ms']:.2f} ms), p99 {i['p99']:.1f} vs {c['p99']:.1f} ms; "
-                f"floor {fig['floor']['ratio']:.2f} (+{fig['floor']['extra_ms']:.2f} ms: three hops at one round trip each)")
+                f"floor {fig['floor']['ratio']:.2f} (+{fig['floor']['extra_ms']:.2f} ms: "
+                f"one round trip from idle + two back to back)")
     if key == "deadline_lateness":
         d, f = fig["to_timeout_transition_s"], fig["to_failure_stored_s"]
         late = f"> {fig['failure_wait_s']:g} s wait"
