@@ -70,6 +70,9 @@ def test_crash_while_parking_a_first_try_leaves_it_parked_and_decidable(lab_fact
     lab.wait_crash()
     _restart_if_dead(lab, crashed, scope)
 
+    # After park.after the incident is already open before the redelivery: wait for the second run,
+    # or wait_parked can pass while the restored message sits in the queue, neither unacked nor run.
+    wait_for(lambda: lab.runs(result.id) >= 2, timeout=SLOW, what="the redelivered first try to run")
     lab.wait_parked(result, 1)
     assert lab.runs(result.id) == 2
     assert lab.events(result.id) == ["incident.opened"] and lab.tries(result.id) == [1]
